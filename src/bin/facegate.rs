@@ -1,0 +1,527 @@
+//! `facegate`: the command-line tool (embeddings, model bundles, benchmarks).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+
+use facegate::bench;
+use facegate::bundle::{self, Bundle, Kind};
+use facegate::embed::{Embedder, EmbedderOptions, TractEmbedder};
+use facegate::imageio;
+
+/// Face (and masked-face) recognition for door and login unlock, offline.
+///
+/// Model bundles come from `models/build` (see README.md); they are looked up
+/// in --models, else $FACEGATE_MODELS, else ./models/out, else
+/// /usr/lib/facegate/models.
+#[derive(Parser)]
+#[command(name = "facegate", version, propagate_version = true)]
+struct Cli {
+    /// Folder holding bundles/<name>/manifest.toml (built by models/build).
+    #[arg(long, global = true, value_name = "DIR")]
+    models: Option<PathBuf>,
+    /// More logging (-v info, -vv debug). Logs go to stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print one JSON line per image: {"path", "embedding": [floats]} or {"path", "error"}.
+    ///
+    /// Exit status is 0 when every image was embedded, 1 when any failed (the
+    /// others are still printed).
+    Embed(EmbedArgs),
+    /// List the model bundles and verify each one (manifest, size, sha256).
+    Models,
+    /// Benchmarks that print a table.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Args)]
+struct EmbedArgs {
+    /// The images are already aligned face crops of the model's size
+    /// (160x160 for FaceNet). Required for now: detection and alignment of
+    /// whole photos comes with the detector.
+    #[arg(long, required = true)]
+    aligned: bool,
+    /// Embedder bundle to use.
+    #[arg(long, default_value = bundle::DEFAULT_EMBEDDER)]
+    bundle: String,
+    /// Threads for tract's matrix products.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Crops per inference run.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Image files (JPEG or PNG).
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Milliseconds per face for every embedder bundle, tract next to onnxruntime.
+    ///
+    /// Each configuration runs in its own process so that thread pools and
+    /// resident memory are measured cleanly. The onnxruntime column comes from
+    /// models/bench_ort.py run with the pipeline's Python venv.
+    Embed(BenchEmbedArgs),
+    /// (internal) measure one tract configuration and print a JSON line.
+    #[command(hide = true)]
+    EmbedWorker(WorkerArgs),
+}
+
+#[derive(Args)]
+struct BenchEmbedArgs {
+    /// Bundles to measure (default: every embedder bundle).
+    #[arg(long, value_delimiter = ',')]
+    bundles: Vec<String>,
+    /// Thread counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    threads: Vec<usize>,
+    /// Batch sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    batch: Vec<usize>,
+    /// Timed faces per configuration (at least one run of each batch).
+    #[arg(long, default_value_t = 24)]
+    faces: usize,
+    /// Python with onnxruntime for the peer column ("off" to skip). Default:
+    /// $FACEGATE_PYTHON, else the venv recorded by models/build.
+    #[arg(long)]
+    python: Option<String>,
+    /// Also print where tract's time goes, per operator (batch 1, 1 thread).
+    #[arg(long)]
+    profile: bool,
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    #[arg(long)]
+    bundle: String,
+    #[arg(long)]
+    threads: usize,
+    #[arg(long)]
+    batch: usize,
+    #[arg(long)]
+    faces: usize,
+    #[arg(long)]
+    profile: bool,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+struct Measurement {
+    bundle: String,
+    engine: String,
+    threads: usize,
+    batch: usize,
+    ms_per_face: f64,
+    load_ms: f64,
+    rss_mib: f64,
+    #[serde(default)]
+    profile: Vec<(String, f64)>,
+}
+
+#[derive(Serialize)]
+struct EmbedLine<'a> {
+    path: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    embedding: Option<&'a [f32]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    let models = cli
+        .models
+        .clone()
+        .unwrap_or_else(bundle::default_models_dir);
+    let result = match cli.command {
+        Cmd::Embed(a) => embed(&models, a),
+        Cmd::Models => list_models(&models),
+        Cmd::Bench(BenchCmd::Embed(a)) => bench_embed(&models, a),
+        Cmd::Bench(BenchCmd::EmbedWorker(a)) => bench_worker(&models, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("facegate: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_embedder(models: &Path, name: &str, threads: usize, batch: usize) -> Result<TractEmbedder> {
+    let b = Bundle::open_named(models, name)?;
+    let opts = EmbedderOptions {
+        max_batch: batch.max(1),
+        threads: threads.max(1),
+    };
+    Ok(TractEmbedder::from_bundle(&b, &opts)?)
+}
+
+fn embed(models: &Path, a: EmbedArgs) -> Result<ExitCode> {
+    let embedder = load_embedder(models, &a.bundle, a.threads, a.batch)?;
+    let size = embedder.crop_size();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut failed = 0usize;
+    let print = |out: &mut std::io::StdoutLock, line: &EmbedLine| -> Result<()> {
+        serde_json::to_writer(&mut *out, line)?;
+        out.write_all(b"\n")?;
+        Ok(())
+    };
+    for chunk in a.images.chunks(a.batch.max(1)) {
+        // Decode the chunk; failures are reported in order, successes batched.
+        let mut loaded: Vec<(usize, image::RgbImage)> = Vec::new();
+        let mut errors: Vec<Option<String>> = vec![None; chunk.len()];
+        for (i, p) in chunk.iter().enumerate() {
+            match imageio::load_rgb(p) {
+                Ok(img) if img.width() == size && img.height() == size => loaded.push((i, img)),
+                Ok(img) => {
+                    errors[i] = Some(format!(
+                        "image is {}x{}; --aligned needs {size}x{size} face crops",
+                        img.width(),
+                        img.height()
+                    ))
+                }
+                Err(e) => errors[i] = Some(e.to_string()),
+            }
+        }
+        let refs: Vec<&image::RgbImage> = loaded.iter().map(|(_, img)| img).collect();
+        let mut embeddings: Vec<Option<Vec<f32>>> = vec![None; chunk.len()];
+        match embedder.embed_batch(&refs) {
+            Ok(es) => {
+                for ((i, _), e) in loaded.iter().zip(es) {
+                    embeddings[*i] = Some(e.into_vec());
+                }
+            }
+            Err(e) => {
+                for (i, _) in &loaded {
+                    errors[*i] = Some(e.to_string());
+                }
+            }
+        }
+        for (i, p) in chunk.iter().enumerate() {
+            let path = p.to_string_lossy();
+            let line = EmbedLine {
+                path: &path,
+                embedding: embeddings[i].as_deref(),
+                error: errors[i].take(),
+            };
+            if line.error.is_some() {
+                failed += 1;
+            }
+            print(&mut out, &line)?;
+        }
+    }
+    out.flush()?;
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn list_models(models: &Path) -> Result<ExitCode> {
+    let names = bundle::list(models)?;
+    let mut rows = Vec::new();
+    let mut bad = 0;
+    for n in &names {
+        match Bundle::open_named(models, n) {
+            Ok(b) => {
+                let m = &b.manifest;
+                let thr = match (m.kind, m.calibrated_thresholds()) {
+                    (Kind::Detector, _) => "-".to_string(),
+                    (_, None) => "uncalibrated".to_string(),
+                    (_, Some(t)) => format!("unmasked {:?} masked {:?}", t.unmasked, t.masked),
+                };
+                rows.push(vec![
+                    n.clone(),
+                    m.kind.to_string(),
+                    m.model.precision.clone(),
+                    format!("{:.1}", m.model.bytes as f64 / 1e6),
+                    m.model.sha256[..12].to_string(),
+                    thr,
+                    "ok".into(),
+                ]);
+            }
+            Err(e) => {
+                bad += 1;
+                rows.push(vec![
+                    n.clone(),
+                    "?".into(),
+                    "?".into(),
+                    "?".into(),
+                    "?".into(),
+                    "?".into(),
+                    e.to_string(),
+                ]);
+            }
+        }
+    }
+    println!("models in {}", models.display());
+    print!(
+        "{}",
+        bench::table(
+            &[
+                "bundle",
+                "kind",
+                "precision",
+                "MB",
+                "sha256",
+                "thresholds",
+                "check"
+            ],
+            &rows
+        )
+    );
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Real aligned crops for benchmarking: the pipeline's reference crops.
+fn bench_crops(models: &Path, size: u32, n: usize) -> Result<Vec<image::RgbImage>> {
+    let dir = models.join("reference/crops");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "png"))
+        .collect();
+    files.sort();
+    let mut crops = Vec::new();
+    for f in &files {
+        let img = imageio::load_rgb(f)?;
+        if img.width() == size && img.height() == size {
+            crops.push(img);
+        }
+    }
+    if crops.is_empty() {
+        bail!("no {size}x{size} crops in {}", dir.display());
+    }
+    Ok((0..n).map(|i| crops[i % crops.len()].clone()).collect())
+}
+
+fn bench_worker(models: &Path, a: WorkerArgs) -> Result<ExitCode> {
+    let t0 = std::time::Instant::now();
+    let e = load_embedder(models, &a.bundle, a.threads, a.batch)?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let rss_mib = bench::rss_kib().unwrap_or(0) as f64 / 1024.0;
+    let crops = bench_crops(models, e.crop_size(), a.batch)?;
+    let refs: Vec<&image::RgbImage> = crops.iter().collect();
+    let runs = a.faces.div_ceil(a.batch).max(1);
+    let times = bench::time_runs(1, runs, || e.embed_batch(&refs).map(|_| ()))?;
+    let ms_per_face = bench::median(&times).as_secs_f64() * 1e3 / a.batch as f64;
+    let mut profile = Vec::new();
+    if a.profile {
+        let mut acc: std::collections::HashMap<String, f64> = Default::default();
+        for _ in 0..3 {
+            for (op, d) in e.profile_ops(&refs)? {
+                *acc.entry(op).or_default() += d.as_secs_f64() * 1e3 / 3.0;
+            }
+        }
+        profile = acc.into_iter().collect();
+        profile.sort_by(|x, y| y.1.total_cmp(&x.1));
+    }
+    let m = Measurement {
+        bundle: a.bundle,
+        engine: "tract".into(),
+        threads: a.threads,
+        batch: a.batch,
+        ms_per_face,
+        load_ms,
+        rss_mib,
+        profile,
+    };
+    println!("{}", serde_json::to_string(&m)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The Python that runs the onnxruntime side, if any.
+fn find_python(models: &Path, flag: Option<&str>) -> Option<String> {
+    if let Some(p) = flag {
+        return (p != "off").then(|| p.to_string());
+    }
+    if let Ok(p) = std::env::var("FACEGATE_PYTHON") {
+        return Some(p);
+    }
+    let recorded = std::fs::read_to_string(models.join("PYTHON")).ok()?;
+    let p = recorded.trim().to_string();
+    Path::new(&p).exists().then_some(p)
+}
+
+fn run_json(cmd: &mut Command) -> Result<Measurement> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    serde_json::from_str(line).with_context(|| format!("parsing {line:?}"))
+}
+
+fn bench_embed(models: &Path, a: BenchEmbedArgs) -> Result<ExitCode> {
+    let bundles = if a.bundles.is_empty() {
+        bundle::list(models)?
+            .into_iter()
+            .filter(|n| Bundle::open_kind(models.join("bundles").join(n), Kind::Embedder).is_ok())
+            .collect()
+    } else {
+        a.bundles.clone()
+    };
+    let exe = std::env::current_exe()?;
+    let python = find_python(models, a.python.as_deref());
+    let script = find_bench_ort_script();
+    let mut rows = Vec::new();
+    let mut all = Vec::new();
+    for b in &bundles {
+        for &t in &a.threads {
+            for &n in &a.batch {
+                let m = run_json(
+                    Command::new(&exe)
+                        .arg("--models")
+                        .arg(models)
+                        .args(["bench", "embed-worker", "--bundle", b])
+                        .args(["--threads", &t.to_string(), "--batch", &n.to_string()])
+                        .args(["--faces", &a.faces.to_string()]),
+                )?;
+                eprintln!("  {b} tract t={t} b={n}: {:.2} ms/face", m.ms_per_face);
+                all.push(m);
+                if let (Some(py), Some(script)) = (&python, &script) {
+                    let dir = models.join("bundles").join(b);
+                    match run_json(
+                        Command::new(py)
+                            .arg(script)
+                            .arg("--bundle")
+                            .arg(&dir)
+                            .arg("--crops")
+                            .arg(models.join("reference/crops"))
+                            .args(["--threads", &t.to_string(), "--batch", &n.to_string()])
+                            .args(["--faces", &a.faces.to_string()]),
+                    ) {
+                        Ok(m) => {
+                            eprintln!(
+                                "  {b} onnxruntime t={t} b={n}: {:.2} ms/face",
+                                m.ms_per_face
+                            );
+                            all.push(m)
+                        }
+                        Err(e) => eprintln!("facegate: onnxruntime side skipped for {b}: {e:#}"),
+                    }
+                }
+            }
+        }
+    }
+    let best_ort = all
+        .iter()
+        .filter(|m| m.engine == "onnxruntime")
+        .map(|m| m.ms_per_face)
+        .fold(f64::INFINITY, f64::min);
+    for m in &all {
+        rows.push(vec![
+            m.bundle.clone(),
+            m.engine.clone(),
+            m.threads.to_string(),
+            m.batch.to_string(),
+            format!("{:.2}", m.ms_per_face),
+            if best_ort.is_finite() {
+                format!("{:.2}x", m.ms_per_face / best_ort)
+            } else {
+                "-".into()
+            },
+            format!("{:.0}", m.load_ms),
+            format!("{:.0}", m.rss_mib),
+        ]);
+    }
+    println!(
+        "embedding benchmark: ms per face (median), {} faces per configuration",
+        a.faces
+    );
+    print!(
+        "{}",
+        bench::table(
+            &[
+                "bundle",
+                "engine",
+                "threads",
+                "batch",
+                "ms/face",
+                "vs best ort",
+                "load ms",
+                "RSS MiB"
+            ],
+            &rows
+        )
+    );
+    if python.is_none() || script.is_none() {
+        println!("(onnxruntime column skipped: no Python with onnxruntime found; run models/build or pass --python)");
+    }
+    if a.profile {
+        for b in &bundles {
+            let m = run_json(
+                Command::new(&exe)
+                    .arg("--models")
+                    .arg(models)
+                    .args([
+                        "bench",
+                        "embed-worker",
+                        "--bundle",
+                        b,
+                        "--threads",
+                        "1",
+                        "--batch",
+                        "1",
+                    ])
+                    .args(["--faces", "1", "--profile"]),
+            )?;
+            let total: f64 = m.profile.iter().map(|p| p.1).sum();
+            println!("\nwhere tract's time goes: {b}, batch 1, 1 thread ({total:.1} ms per run, op by op)");
+            let rows: Vec<Vec<String>> = m
+                .profile
+                .iter()
+                .take(12)
+                .map(|(op, ms)| {
+                    vec![
+                        op.clone(),
+                        format!("{ms:.2}"),
+                        format!("{:.1}%", 100.0 * ms / total),
+                    ]
+                })
+                .collect();
+            print!("{}", bench::table(&["operator", "ms", "share"], &rows));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// models/bench_ort.py, next to the source tree (or $FACEGATE_BENCH_ORT).
+fn find_bench_ort_script() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("FACEGATE_BENCH_ORT") {
+        return Some(PathBuf::from(p));
+    }
+    let candidates = [
+        PathBuf::from("models/bench_ort.py"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/bench_ort.py"),
+    ];
+    candidates.into_iter().find(|p| p.exists())
+}

@@ -1,0 +1,546 @@
+//! Model bundles: a folder holding `manifest.toml` and the model file it names.
+//!
+//! Bundles are produced by the workstation pipeline (`models/build`) and land
+//! in a git-ignored folder (`models/out/bundles/<name>/`). Opening a bundle
+//! checks the manifest, the size and the sha256 of the model file, so a
+//! missing, truncated or tampered model is refused with a clear error before
+//! any inference engine sees it.
+
+use std::fmt;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// The manifest schema this build reads.
+pub const SCHEMA: u32 = 1;
+
+/// The embedder bundle used when none is named (see docs/PERFORMANCE.md for why).
+pub const DEFAULT_EMBEDDER: &str = "facenet-fp32";
+
+/// The detector bundle used when none is named.
+pub const DEFAULT_DETECTOR: &str = "retinaface-mnet025";
+
+/// Largest model file we are willing to read (a FaceNet fp32 is ~94 MB).
+pub const MAX_MODEL_BYTES: u64 = 1 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("model bundle {0} not found (build the bundles with `models/build`, or point --models / FACEGATE_MODELS at them)")]
+    Missing(PathBuf),
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("manifest {path} is invalid: {message}")]
+    Manifest { path: PathBuf, message: String },
+    #[error("bundle {name}: model file {path} is {actual} bytes but the manifest says {expected} (truncated or replaced; rebuild with `models/build`)")]
+    Size {
+        name: String,
+        path: PathBuf,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("bundle {name}: model file {path} has sha256 {actual} but the manifest says {expected} (corrupt or tampered; rebuild with `models/build`)")]
+    Checksum {
+        name: String,
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("bundle {name} is a {found} model, but a {expected} model is needed here")]
+    Kind {
+        name: String,
+        found: Kind,
+        expected: Kind,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Embedder,
+    Detector,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Embedder => "embedder",
+            Kind::Detector => "detector",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Layout {
+    #[serde(rename = "NHWC")]
+    Nhwc,
+    #[serde(rename = "NCHW")]
+    Nchw,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Colour {
+    #[serde(rename = "RGB")]
+    Rgb,
+    #[serde(rename = "BGR")]
+    Bgr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    pub file: String,
+    pub sha256: String,
+    pub bytes: u64,
+    pub format: String,
+    pub precision: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSection {
+    pub name: String,
+    pub layout: Layout,
+    pub colour: Colour,
+    /// Shape with -1 for dimensions chosen at run time (batch, or frame size).
+    pub shape: Vec<i64>,
+    /// Per-channel mean and std, in the manifest's colour order: x' = (x - mean) / std.
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSection {
+    pub name: String,
+    pub dim: usize,
+    pub l2_normalised: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlignSection {
+    /// Side of the square crop, in pixels.
+    pub size: u32,
+    /// Where the five landmarks (left eye, right eye, nose, left and right
+    /// mouth corners, in image coordinates) land in the crop.
+    pub template: [[f32; 2]; 5],
+    pub border: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorSection {
+    pub outputs: Vec<String>,
+    pub strides: Vec<u32>,
+    pub anchor_sizes: Vec<Vec<f32>>,
+    pub variances: [f32; 2],
+    pub score_threshold: f32,
+    pub nms_iou: f32,
+}
+
+/// Operating thresholds on cosine similarity. Absent until the evaluation
+/// calibrates them (`status = "uncalibrated"`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Thresholds {
+    pub status: String,
+    #[serde(default)]
+    pub unmasked: Option<f32>,
+    #[serde(default)]
+    pub masked: Option<f32>,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub schema: u32,
+    pub name: String,
+    pub kind: Kind,
+    pub version: String,
+    pub model: ModelSection,
+    pub input: InputSection,
+    #[serde(default)]
+    pub output: Option<OutputSection>,
+    #[serde(default)]
+    pub align: Option<AlignSection>,
+    #[serde(default)]
+    pub detector: Option<DetectorSection>,
+    #[serde(default)]
+    pub provenance: toml::Table,
+    #[serde(default)]
+    pub thresholds: Option<Thresholds>,
+}
+
+impl Manifest {
+    /// Parse and validate a manifest. Pure: no file access.
+    pub fn parse(text: &str) -> Result<Manifest, String> {
+        let m: Manifest = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.schema != SCHEMA {
+            return Err(format!(
+                "schema {} is not supported (this build reads schema {SCHEMA})",
+                self.schema
+            ));
+        }
+        if self.name.is_empty() {
+            return Err("name is empty".into());
+        }
+        let sha = &self.model.sha256;
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("model.sha256 {sha:?} is not 64 hex digits"));
+        }
+        if self.model.file.is_empty() || self.model.file.contains('/') || self.model.file == ".." {
+            return Err(format!(
+                "model.file {:?} must be a plain file name inside the bundle",
+                self.model.file
+            ));
+        }
+        if self.model.bytes == 0 || self.model.bytes > MAX_MODEL_BYTES {
+            return Err(format!("model.bytes {} is out of range", self.model.bytes));
+        }
+        if self.model.format != "onnx" {
+            return Err(format!(
+                "model.format {:?} is not supported (onnx)",
+                self.model.format
+            ));
+        }
+        if self.input.shape.len() != 4 || self.input.shape.iter().any(|&d| d == 0 || d < -1) {
+            return Err(format!(
+                "input.shape {:?} must be 4 dimensions, each > 0 or -1",
+                self.input.shape
+            ));
+        }
+        if self.input.std.iter().any(|s| !s.is_finite() || *s == 0.0)
+            || self.input.mean.iter().any(|m| !m.is_finite())
+        {
+            return Err("input.mean/std must be finite and std non-zero".into());
+        }
+        match self.kind {
+            Kind::Embedder => {
+                let out = self
+                    .output
+                    .as_ref()
+                    .ok_or("an embedder needs an [output] section")?;
+                if out.dim == 0 || out.dim > 4096 {
+                    return Err(format!("output.dim {} is out of range", out.dim));
+                }
+                let al = self
+                    .align
+                    .as_ref()
+                    .ok_or("an embedder needs an [align] section")?;
+                if !(16..=1024).contains(&al.size) {
+                    return Err(format!("align.size {} is out of range", al.size));
+                }
+                if al.template.iter().flatten().any(|v| !v.is_finite()) {
+                    return Err("align.template has non-finite values".into());
+                }
+                let (h, w, c) = match self.input.layout {
+                    Layout::Nhwc => (
+                        self.input.shape[1],
+                        self.input.shape[2],
+                        self.input.shape[3],
+                    ),
+                    Layout::Nchw => (
+                        self.input.shape[2],
+                        self.input.shape[3],
+                        self.input.shape[1],
+                    ),
+                };
+                if h != al.size as i64 || w != al.size as i64 || c != 3 {
+                    return Err(format!(
+                        "input.shape {:?} does not match a {}x{} RGB crop",
+                        self.input.shape, al.size, al.size
+                    ));
+                }
+            }
+            Kind::Detector => {
+                let d = self
+                    .detector
+                    .as_ref()
+                    .ok_or("a detector needs a [detector] section")?;
+                if d.strides.len() != d.anchor_sizes.len() || d.strides.is_empty() {
+                    return Err("detector.strides and detector.anchor_sizes must pair up".into());
+                }
+            }
+        }
+        if let Some(t) = &self.thresholds {
+            for v in [t.unmasked, t.masked].into_iter().flatten() {
+                if !(-1.0..=1.0).contains(&v) {
+                    return Err(format!("threshold {v} is not a cosine in [-1, 1]"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Calibrated thresholds, or None while the manifest says "uncalibrated".
+    pub fn calibrated_thresholds(&self) -> Option<&Thresholds> {
+        self.thresholds
+            .as_ref()
+            .filter(|t| t.status == "calibrated")
+    }
+}
+
+/// A bundle whose model bytes have been read and verified against its manifest.
+#[derive(Clone)]
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    model: Vec<u8>,
+}
+
+impl fmt::Debug for Bundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bundle")
+            .field("dir", &self.dir)
+            .field("name", &self.manifest.name)
+            .field("bytes", &self.model.len())
+            .finish()
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
+    move |source| BundleError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Hex sha256 of a byte slice.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut s = String::with_capacity(64);
+    for b in digest {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+impl Bundle {
+    /// Open `dir`, parse its manifest, read the model and verify size and sha256.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Bundle, BundleError> {
+        let dir = dir.as_ref();
+        let mpath = dir.join("manifest.toml");
+        if !mpath.exists() {
+            return Err(BundleError::Missing(dir.to_path_buf()));
+        }
+        let text = fs::read_to_string(&mpath).map_err(io_err(&mpath))?;
+        let manifest = Manifest::parse(&text).map_err(|message| BundleError::Manifest {
+            path: mpath.clone(),
+            message,
+        })?;
+        let path = dir.join(&manifest.model.file);
+        let file = fs::File::open(&path).map_err(io_err(&path))?;
+        let actual = file.metadata().map_err(io_err(&path))?.len();
+        if actual != manifest.model.bytes {
+            return Err(BundleError::Size {
+                name: manifest.name.clone(),
+                path,
+                expected: manifest.model.bytes,
+                actual,
+            });
+        }
+        let mut model = Vec::with_capacity(actual as usize);
+        file.take(MAX_MODEL_BYTES)
+            .read_to_end(&mut model)
+            .map_err(io_err(&path))?;
+        let digest = sha256_hex(&model);
+        if !digest.eq_ignore_ascii_case(&manifest.model.sha256) {
+            return Err(BundleError::Checksum {
+                name: manifest.name.clone(),
+                path,
+                expected: manifest.model.sha256.clone(),
+                actual: digest,
+            });
+        }
+        log::debug!("bundle {} verified ({} bytes)", manifest.name, model.len());
+        Ok(Bundle {
+            dir: dir.to_path_buf(),
+            manifest,
+            model,
+        })
+    }
+
+    /// Open the bundle called `name` under `models_dir/bundles/`.
+    pub fn open_named(models_dir: &Path, name: &str) -> Result<Bundle, BundleError> {
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(BundleError::Missing(PathBuf::from(name)));
+        }
+        Bundle::open(models_dir.join("bundles").join(name))
+    }
+
+    /// Open and require a kind.
+    pub fn open_kind(dir: impl AsRef<Path>, kind: Kind) -> Result<Bundle, BundleError> {
+        let b = Bundle::open(dir)?;
+        b.expect_kind(kind)?;
+        Ok(b)
+    }
+
+    pub fn expect_kind(&self, kind: Kind) -> Result<(), BundleError> {
+        if self.manifest.kind != kind {
+            return Err(BundleError::Kind {
+                name: self.manifest.name.clone(),
+                found: self.manifest.kind,
+                expected: kind,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    pub fn model_bytes(&self) -> &[u8] {
+        &self.model
+    }
+
+    pub fn sha256(&self) -> &str {
+        &self.manifest.model.sha256
+    }
+}
+
+/// Names of the bundles under `models_dir/bundles`, sorted.
+pub fn list(models_dir: &Path) -> Result<Vec<String>, BundleError> {
+    let dir = models_dir.join("bundles");
+    let rd = fs::read_dir(&dir).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            BundleError::Missing(dir.clone())
+        } else {
+            BundleError::Io {
+                path: dir.clone(),
+                source,
+            }
+        }
+    })?;
+    let mut names: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("manifest.toml").exists())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Where the bundles live: `--models`, else `$FACEGATE_MODELS`, else
+/// `./models/out` when present, else the packaged location.
+pub fn default_models_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("FACEGATE_MODELS") {
+        return PathBuf::from(p);
+    }
+    let local = PathBuf::from("models/out");
+    if local.join("bundles").exists() {
+        return local;
+    }
+    PathBuf::from("/usr/lib/facegate/models")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+schema = 1
+name = "facenet-test"
+kind = "embedder"
+version = "1"
+[model]
+file = "model.onnx"
+sha256 = "8800557872b20ec2fa4eea67f5bf51d523716eebb91d6ceed7a7badf1d4e9d0f"
+bytes = 10
+format = "onnx"
+precision = "fp32"
+[input]
+name = "input:0"
+layout = "NHWC"
+colour = "RGB"
+shape = [-1, 160, 160, 3]
+mean = [127.5, 127.5, 127.5]
+std = [128.0, 128.0, 128.0]
+[output]
+name = "embeddings:0"
+dim = 512
+l2_normalised = true
+[align]
+size = 160
+template = [[60.5, 75.2], [99.3, 75.0], [80.0, 97.3], [64.1, 120.0], [96.2, 119.8]]
+border = "clamp"
+[provenance]
+package = "x"
+[thresholds]
+status = "uncalibrated"
+"#;
+
+    #[test]
+    fn parses_a_good_manifest() {
+        let m = Manifest::parse(GOOD).unwrap();
+        assert_eq!(m.kind, Kind::Embedder);
+        assert_eq!(m.output.unwrap().dim, 512);
+        assert_eq!(m.input.layout, Layout::Nhwc);
+        assert!(m.thresholds.is_some());
+    }
+
+    #[test]
+    fn uncalibrated_thresholds_are_not_offered() {
+        let m = Manifest::parse(GOOD).unwrap();
+        assert!(m.calibrated_thresholds().is_none());
+        let cal = GOOD.replace(
+            "status = \"uncalibrated\"",
+            "status = \"calibrated\"\nunmasked = 0.5\nmasked = 0.45",
+        );
+        let m = Manifest::parse(&cal).unwrap();
+        assert_eq!(m.calibrated_thresholds().unwrap().masked, Some(0.45));
+    }
+
+    #[test]
+    fn rejects_bad_manifests() {
+        let cases = [
+            (GOOD.replace("schema = 1", "schema = 2"), "schema 2"),
+            (GOOD.replace("8800557872b2", "zz00557872b2"), "64 hex"),
+            (
+                GOOD.replace("file = \"model.onnx\"", "file = \"../x.onnx\""),
+                "plain file",
+            ),
+            (
+                GOOD.replace("shape = [-1, 160, 160, 3]", "shape = [-1, 112, 112, 3]"),
+                "does not match",
+            ),
+            (
+                GOOD.replace("std = [128.0, 128.0, 128.0]", "std = [0.0, 1.0, 1.0]"),
+                "std",
+            ),
+            (GOOD.replace("layout = \"NHWC\"", "layout = \"HWC\""), "HWC"),
+            (GOOD.replace("dim = 512", "dim = 0"), "output.dim"),
+            (GOOD.replace("bytes = 10", "bytes = 0"), "model.bytes"),
+            (GOOD.replace("[output]\nname", "[outputx]\nname"), "outputx"),
+            ("not toml at all [".to_string(), ""),
+        ];
+        for (text, needle) in cases {
+            let err = Manifest::parse(&text).unwrap_err();
+            assert!(
+                err.contains(needle),
+                "error {err:?} should mention {needle:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sha256_of_known_input() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,454 @@
+//! Face embeddings: aligned crops in, unit-length vectors out.
+//!
+//! [`Embedder`] is the seam the rest of facegate talks to; [`TractEmbedder`]
+//! runs a FaceNet bundle with tract on the CPU. Plans are optimised once for
+//! fixed input shapes (batch 1 and the configured batch size) at load time.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use image::RgbImage;
+use tract_onnx::prelude::*;
+
+use crate::bundle::{Bundle, BundleError, Colour, Kind, Layout, Manifest};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("bundle {name}: the model does not match its manifest: {message}")]
+    Mismatch { name: String, message: String },
+    #[error("bundle {name}: tract cannot load the model: {message}")]
+    Load { name: String, message: String },
+    #[error("face crop is {width}x{height}, the model needs {size}x{size} (align it first)")]
+    CropSize { width: u32, height: u32, size: u32 },
+    #[error("inference failed: {0}")]
+    Inference(String),
+    #[error("cannot start {threads} inference threads: {message}")]
+    Threads { threads: usize, message: String },
+}
+
+/// A unit-length face embedding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedding(Vec<f32>);
+
+impl Embedding {
+    /// Wrap a vector, scaling it to unit length (a zero vector stays zero).
+    pub fn from_vec(mut v: Vec<f32>) -> Embedding {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if n > 0.0 {
+            v.iter_mut().for_each(|x| *x /= n);
+        }
+        Embedding(v)
+    }
+
+    pub fn as_slice(&self) -> &[f32] {
+        &self.0
+    }
+
+    pub fn into_vec(self) -> Vec<f32> {
+        self.0
+    }
+
+    pub fn dim(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Cosine similarity (a dot product, both sides being unit length).
+    pub fn cosine(&self, other: &Embedding) -> f32 {
+        cosine(&self.0, &other.0)
+    }
+}
+
+/// Cosine similarity of two vectors of any length.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        ab += (*x as f64) * (*y as f64);
+        aa += (*x as f64) * (*x as f64);
+        bb += (*y as f64) * (*y as f64);
+    }
+    if aa == 0.0 || bb == 0.0 {
+        return 0.0;
+    }
+    (ab / (aa.sqrt() * bb.sqrt())) as f32
+}
+
+/// Turns aligned face crops into embeddings.
+pub trait Embedder: Send + Sync {
+    /// Name of the model (the bundle name).
+    fn name(&self) -> &str;
+    /// Embedding length.
+    fn dim(&self) -> usize;
+    /// Side of the square aligned crop the model takes.
+    fn crop_size(&self) -> u32;
+    /// Embed a batch of crops; one embedding per crop, in order.
+    fn embed_batch(&self, crops: &[&RgbImage]) -> Result<Vec<Embedding>, EmbedError>;
+
+    fn embed(&self, crop: &RgbImage) -> Result<Embedding, EmbedError> {
+        self.embed_batch(&[crop])?
+            .pop()
+            .ok_or_else(|| EmbedError::Inference("model returned no embedding".into()))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbedderOptions {
+    /// Largest batch run in one go; batches are split into runs of this size.
+    pub max_batch: usize,
+    /// Threads tract may use for matrix products (1 = the caller's thread only).
+    pub threads: usize,
+}
+
+impl Default for EmbedderOptions {
+    fn default() -> Self {
+        EmbedderOptions {
+            max_batch: 8,
+            threads: 1,
+        }
+    }
+}
+
+type Plan = Arc<TypedRunnableModel>;
+
+/// FaceNet through tract.
+pub struct TractEmbedder {
+    name: String,
+    sha256: String,
+    dim: usize,
+    size: u32,
+    layout: Layout,
+    colour: Colour,
+    mean: [f32; 3],
+    inv_std: [f32; 3],
+    /// (batch size, plan), largest batch first; always ends with batch 1.
+    plans: Vec<(usize, Plan)>,
+    load_time: std::time::Duration,
+}
+
+impl std::fmt::Debug for TractEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TractEmbedder")
+            .field("name", &self.name)
+            .field("dim", &self.dim)
+            .field(
+                "batches",
+                &self.plans.iter().map(|p| p.0).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// A tract executor with `threads` worker threads (built here so that a
+/// failure to spawn threads is an error, not a panic).
+fn executor(threads: usize) -> Result<Option<multithread::Executor>, EmbedError> {
+    if threads <= 1 {
+        return Ok(None);
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("facegate-mm-{i}"))
+        .build()
+        .map_err(|e| EmbedError::Threads {
+            threads,
+            message: e.to_string(),
+        })?;
+    Ok(Some(multithread::Executor::MultiThread(Arc::new(pool))))
+}
+
+impl TractEmbedder {
+    /// Load an embedder bundle: parse the ONNX, check it against the
+    /// manifest, and optimise one plan per batch size.
+    pub fn from_bundle(
+        bundle: &Bundle,
+        opts: &EmbedderOptions,
+    ) -> Result<TractEmbedder, EmbedError> {
+        let t0 = Instant::now();
+        bundle.expect_kind(Kind::Embedder)?;
+        let m: &Manifest = &bundle.manifest;
+        let name = m.name.clone();
+        let mismatch = |message: String| EmbedError::Mismatch {
+            name: name.clone(),
+            message,
+        };
+        let load = |e: anyhow::Error| EmbedError::Load {
+            name: name.clone(),
+            message: format!("{e:#}"),
+        };
+        let out = m
+            .output
+            .as_ref()
+            .ok_or_else(|| mismatch("no [output] section".into()))?;
+        let al = m
+            .align
+            .as_ref()
+            .ok_or_else(|| mismatch("no [align] section".into()))?;
+        let size = al.size;
+
+        let mut reader = bundle.model_bytes();
+        // Shapes recorded in the file (value_info, output shapes) carry a
+        // symbolic batch that would clash with our fixed one; tract infers
+        // them, and the output shape is checked against the manifest below.
+        let model = tract_onnx::onnx()
+            .with_ignore_value_info(true)
+            .with_ignore_output_shapes(true)
+            .model_for_read(&mut reader)
+            .map_err(load)?;
+        let inputs = model.input_outlets().map_err(load)?;
+        if inputs.len() != 1 {
+            return Err(mismatch(format!(
+                "the model has {} inputs, expected 1",
+                inputs.len()
+            )));
+        }
+        let input_name = &model.node(inputs[0].node).name;
+        if input_name != &m.input.name {
+            return Err(mismatch(format!(
+                "the model's input is {input_name:?}, the manifest says {:?}",
+                m.input.name
+            )));
+        }
+        let outputs = model.output_outlets().map_err(load)?;
+        // tract keeps ONNX tensor names as outlet labels (node names differ).
+        let output_names: Vec<String> = outputs
+            .iter()
+            .map(|o| {
+                model
+                    .outlet_label(*o)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| model.node(o.node).name.clone())
+            })
+            .collect();
+        if output_names != [out.name.clone()] {
+            return Err(mismatch(format!(
+                "the model's outputs are {output_names:?}, the manifest says {:?}",
+                out.name
+            )));
+        }
+
+        let exec = executor(opts.threads)?;
+        let run_opts = RunOptions {
+            executor: exec,
+            ..Default::default()
+        };
+        let mut batches = vec![opts.max_batch.max(1)];
+        if batches[0] != 1 {
+            batches.push(1);
+        }
+        let s = size as usize;
+        let mut plans = Vec::new();
+        for b in batches {
+            let shape = match m.input.layout {
+                Layout::Nhwc => [b, s, s, 3],
+                Layout::Nchw => [b, 3, s, s],
+            };
+            let typed = model
+                .clone()
+                .with_input_fact(0, f32::fact(shape).into())
+                .and_then(|m| m.into_optimized())
+                .map_err(load)?;
+            let fact = typed.output_fact(0).map_err(load)?;
+            let dims: Option<Vec<usize>> = fact.shape.as_concrete().map(|d| d.to_vec());
+            if dims.as_deref() != Some(&[b, out.dim][..]) {
+                return Err(mismatch(format!(
+                    "output shape is {:?}, the manifest says [{b}, {}]",
+                    fact.shape, out.dim
+                )));
+            }
+            let plan = typed.into_runnable_with_options(&run_opts).map_err(load)?;
+            plans.push((b, plan));
+        }
+        let mean = m.input.mean;
+        let inv_std = [
+            1.0 / m.input.std[0],
+            1.0 / m.input.std[1],
+            1.0 / m.input.std[2],
+        ];
+        let load_time = t0.elapsed();
+        log::info!(
+            "embedder {} loaded in {:.0} ms (batches {:?}, {} thread(s))",
+            m.name,
+            load_time.as_secs_f64() * 1e3,
+            plans.iter().map(|p| p.0).collect::<Vec<_>>(),
+            opts.threads
+        );
+        Ok(TractEmbedder {
+            name: m.name.clone(),
+            sha256: m.model.sha256.clone(),
+            dim: out.dim,
+            size,
+            layout: m.input.layout,
+            colour: m.input.colour,
+            mean,
+            inv_std,
+            plans,
+            load_time,
+        })
+    }
+
+    /// sha256 of the model this embedder runs (the gallery's model identity).
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Time spent parsing, checking and optimising the model.
+    pub fn load_time(&self) -> std::time::Duration {
+        self.load_time
+    }
+
+    /// Normalise crops into the model's input tensor.
+    fn input_tensor(&self, crops: &[&RgbImage]) -> Result<Tensor, EmbedError> {
+        let s = self.size as usize;
+        let n = crops.len();
+        let mut data = vec![0f32; n * s * s * 3];
+        let order: [usize; 3] = match self.colour {
+            Colour::Rgb => [0, 1, 2],
+            Colour::Bgr => [2, 1, 0],
+        };
+        for (i, crop) in crops.iter().enumerate() {
+            if crop.width() != self.size || crop.height() != self.size {
+                return Err(EmbedError::CropSize {
+                    width: crop.width(),
+                    height: crop.height(),
+                    size: self.size,
+                });
+            }
+            let base = i * s * s * 3;
+            let raw = crop.as_raw();
+            match self.layout {
+                Layout::Nhwc => {
+                    for (p, px) in raw.chunks_exact(3).enumerate() {
+                        for c in 0..3 {
+                            data[base + p * 3 + c] =
+                                (px[order[c]] as f32 - self.mean[c]) * self.inv_std[c];
+                        }
+                    }
+                }
+                Layout::Nchw => {
+                    for (p, px) in raw.chunks_exact(3).enumerate() {
+                        for c in 0..3 {
+                            data[base + c * s * s + p] =
+                                (px[order[c]] as f32 - self.mean[c]) * self.inv_std[c];
+                        }
+                    }
+                }
+            }
+        }
+        let shape = match self.layout {
+            Layout::Nhwc => [n, s, s, 3],
+            Layout::Nchw => [n, 3, s, s],
+        };
+        Tensor::from_shape(&shape, &data).map_err(|e| EmbedError::Inference(format!("{e:#}")))
+    }
+
+    /// Run one batch op by op and return the time spent in each kind of
+    /// operator, largest first (tract's own plan, timed around each node).
+    pub fn profile_ops(
+        &self,
+        crops: &[&RgbImage],
+    ) -> Result<Vec<(String, std::time::Duration)>, EmbedError> {
+        let plan = self
+            .plans
+            .iter()
+            .find(|(b, _)| *b == crops.len())
+            .map(|(_, p)| p)
+            .ok_or_else(|| EmbedError::Inference(format!("no plan for batch {}", crops.len())))?;
+        let input = self.input_tensor(crops)?;
+        let mut state = plan
+            .spawn()
+            .map_err(|e| EmbedError::Inference(format!("{e:#}")))?;
+        let mut times: std::collections::HashMap<String, std::time::Duration> = Default::default();
+        state
+            .run_plan_with_eval(tvec!(input.into()), |ctx, op_state, node, inputs| {
+                let t = Instant::now();
+                let r = tract_core::plan::eval(ctx, op_state, node, inputs);
+                *times.entry(node.op().name().to_string()).or_default() += t.elapsed();
+                r
+            })
+            .map_err(|e| EmbedError::Inference(format!("{e:#}")))?;
+        let mut v: Vec<_> = times.into_iter().collect();
+        v.sort_by_key(|b| std::cmp::Reverse(b.1));
+        Ok(v)
+    }
+
+    fn run(&self, plan: &Plan, crops: &[&RgbImage]) -> Result<Vec<Embedding>, EmbedError> {
+        let input = self.input_tensor(crops)?;
+        let out = plan
+            .run(tvec!(input.into()))
+            .map_err(|e| EmbedError::Inference(format!("{e:#}")))?;
+        let first = out
+            .first()
+            .ok_or_else(|| EmbedError::Inference("the model produced no output".into()))?;
+        let view = first
+            .to_plain_array_view::<f32>()
+            .map_err(|e| EmbedError::Inference(format!("{e:#}")))?;
+        let flat: Vec<f32> = view.iter().copied().collect();
+        if flat.len() != crops.len() * self.dim {
+            return Err(EmbedError::Inference(format!(
+                "the model produced {} values for {} crops of dimension {}",
+                flat.len(),
+                crops.len(),
+                self.dim
+            )));
+        }
+        if flat.iter().any(|v| !v.is_finite()) {
+            return Err(EmbedError::Inference(
+                "the model produced a non-finite value".into(),
+            ));
+        }
+        Ok(flat
+            .chunks_exact(self.dim)
+            .map(|c| Embedding::from_vec(c.to_vec()))
+            .collect())
+    }
+}
+
+impl Embedder for TractEmbedder {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn crop_size(&self) -> u32 {
+        self.size
+    }
+
+    fn embed_batch(&self, crops: &[&RgbImage]) -> Result<Vec<Embedding>, EmbedError> {
+        let mut out = Vec::with_capacity(crops.len());
+        let mut rest = crops;
+        while !rest.is_empty() {
+            // The largest plan that fits; the batch-1 plan always does.
+            let Some((b, plan)) = self.plans.iter().find(|(b, _)| *b <= rest.len()) else {
+                return Err(EmbedError::Inference("no execution plan".into()));
+            };
+            let (now, later) = rest.split_at(*b);
+            out.extend(self.run(plan, now)?);
+            rest = later;
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedding_is_unit_length() {
+        let e = Embedding::from_vec(vec![3.0, 4.0]);
+        assert_eq!(e.as_slice(), &[0.6, 0.8]);
+        assert!((e.cosine(&e) - 1.0).abs() < 1e-6);
+        let z = Embedding::from_vec(vec![0.0, 0.0]);
+        assert_eq!(z.as_slice(), &[0.0, 0.0]);
+    }
+
+    #[test]
+    fn cosine_of_orthogonal_and_opposite() {
+        assert_eq!(cosine(&[1.0, 0.0], &[0.0, 2.0]), 0.0);
+        assert!((cosine(&[1.0, 1.0], &[-2.0, -2.0]) + 1.0).abs() < 1e-6);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
+    }
+}

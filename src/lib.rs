@@ -1,0 +1,10 @@
+//! facegate: face (and masked-face) unlock for small ARM boards, offline.
+//!
+//! The library is layered like the product (see docs/ARCHITECTURE.md):
+//! [`bundle`] verifies model bundles, [`embed`] turns aligned crops into
+//! embeddings, [`imageio`] reads images with clear errors, [`bench`] measures.
+
+pub mod bench;
+pub mod bundle;
+pub mod embed;
+pub mod imageio;

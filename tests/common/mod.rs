@@ -1,0 +1,73 @@
+//! Shared helpers for the integration tests: where the model bundles and the
+//! pipeline's reference data are.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The models folder built by `models/build` ($FACEGATE_MODELS or models/out).
+/// The README's test command builds it first; a missing folder is a failure,
+/// not a skip, so that CI cannot pass without running the model tests.
+pub fn models_dir() -> PathBuf {
+    let dir = std::env::var_os("FACEGATE_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/out"));
+    assert!(
+        dir.join("bundles").is_dir(),
+        "no model bundles in {} (run models/build, or set FACEGATE_MODELS)",
+        dir.display()
+    );
+    dir
+}
+
+#[derive(Deserialize)]
+pub struct Reference {
+    pub photos: Vec<Photo>,
+    pub crops: Vec<RefCrop>,
+}
+
+#[derive(Deserialize)]
+pub struct Photo {
+    pub photo: String,
+    pub width: u32,
+    pub height: u32,
+    pub faces: Vec<RefFace>,
+}
+
+#[derive(Deserialize)]
+pub struct RefFace {
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    pub score: f32,
+    pub landmarks: [[f32; 2]; 5],
+    pub crop: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct RefCrop {
+    pub file: String,
+    pub embeddings: std::collections::BTreeMap<String, Vec<f32>>,
+}
+
+pub fn reference() -> Reference {
+    let p = models_dir().join("reference/reference.json");
+    let text =
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", p.display()))
+}
+
+pub fn crop_path(file: &str) -> PathBuf {
+    models_dir().join("reference/crops").join(file)
+}
+
+/// Comma-separated list from an environment variable, if set.
+pub fn env_list(name: &str) -> Option<Vec<String>> {
+    std::env::var(name).ok().map(|v| {
+        v.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    })
+}
