@@ -38,6 +38,8 @@ enum Cmd {
     /// Exit status is 0 when every image was embedded, 1 when any failed (the
     /// others are still printed).
     Embed(EmbedArgs),
+    /// Print the cosine similarity of every pair of aligned face crops as a table.
+    Compare(CompareArgs),
     /// List the model bundles and verify each one (manifest, size, sha256).
     Models,
     /// Benchmarks that print a table.
@@ -63,6 +65,19 @@ struct EmbedArgs {
     batch: usize,
     /// Image files (JPEG or PNG).
     #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// The images are aligned face crops (required until detection lands).
+    #[arg(long, required = true)]
+    aligned: bool,
+    /// Embedder bundle to use.
+    #[arg(long, default_value = bundle::DEFAULT_EMBEDDER)]
+    bundle: String,
+    /// Aligned face crops (at least two).
+    #[arg(required = true, num_args = 2.., value_name = "IMAGE")]
     images: Vec<PathBuf>,
 }
 
@@ -152,6 +167,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(bundle::default_models_dir);
     let result = match cli.command {
         Cmd::Embed(a) => embed(&models, a),
+        Cmd::Compare(a) => compare(&models, a),
         Cmd::Models => list_models(&models),
         Cmd::Bench(BenchCmd::Embed(a)) => bench_embed(&models, a),
         Cmd::Bench(BenchCmd::EmbedWorker(a)) => bench_worker(&models, a),
@@ -235,6 +251,39 @@ fn embed(models: &Path, a: EmbedArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn compare(models: &Path, a: CompareArgs) -> Result<ExitCode> {
+    let embedder = load_embedder(models, &a.bundle, 1, 8)?;
+    let mut crops = Vec::new();
+    for p in &a.images {
+        let img = imageio::load_rgb(p)?;
+        crops.push(img);
+    }
+    let refs: Vec<&image::RgbImage> = crops.iter().collect();
+    let t = std::time::Instant::now();
+    let es = embedder.embed_batch(&refs)?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let label = |p: &PathBuf| p.file_stem().map_or_else(|| p.display().to_string(), |s| s.to_string_lossy().into_owned());
+    let mut header = vec![String::new()];
+    header.extend((0..es.len()).map(|j| format!("#{j}")));
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let rows: Vec<Vec<String>> = es
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let mut r = vec![format!("#{i} {}", label(&a.images[i]))];
+            r.extend(es.iter().map(|f| format!("{:.3}", e.cosine(f))));
+            r
+        })
+        .collect();
+    println!(
+        "cosine similarity ({}, {} faces embedded in {ms:.0} ms; same person scores high)",
+        embedder.name(),
+        es.len()
+    );
+    print!("{}", bench::table(&header, &rows));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn list_models(models: &Path) -> Result<ExitCode> {
