@@ -24,6 +24,14 @@ fn proc_status_kib(key: &str) -> Option<u64> {
         .ok()
 }
 
+/// CPU time consumed by this process so far, all threads together.
+pub fn process_cpu_time() -> Duration {
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_PROCESS_CPUTIME_ID)
+        .map(Duration::from)
+        .unwrap_or(Duration::ZERO)
+}
+
 /// Run `f` `warmup` times, then `iters` times, and return every timed run.
 pub fn time_runs<E>(
     warmup: usize,
@@ -107,6 +115,17 @@ mod tests {
     fn table_aligns_columns() {
         let t = table(&["a", "bbb"], &[vec!["xx".into(), "y".into()]]);
         assert_eq!(t, "| a  | bbb |\n| -- | --- |\n| xx | y   |\n");
+    }
+
+    #[test]
+    fn cpu_time_advances_with_work() {
+        let t0 = process_cpu_time();
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(process_cpu_time() > t0);
     }
 
     #[test]

@@ -138,6 +138,8 @@ struct Measurement {
     threads: usize,
     batch: usize,
     ms_per_face: f64,
+    /// CPU time per face, all threads (less sensitive to a busy machine).
+    cpu_ms_per_face: f64,
     load_ms: f64,
     rss_mib: f64,
     #[serde(default)]
@@ -264,7 +266,12 @@ fn compare(models: &Path, a: CompareArgs) -> Result<ExitCode> {
     let t = std::time::Instant::now();
     let es = embedder.embed_batch(&refs)?;
     let ms = t.elapsed().as_secs_f64() * 1e3;
-    let label = |p: &PathBuf| p.file_stem().map_or_else(|| p.display().to_string(), |s| s.to_string_lossy().into_owned());
+    let label = |p: &PathBuf| {
+        p.file_stem().map_or_else(
+            || p.display().to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        )
+    };
     let mut header = vec![String::new()];
     header.extend((0..es.len()).map(|j| format!("#{j}")));
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
@@ -376,7 +383,11 @@ fn bench_worker(models: &Path, a: WorkerArgs) -> Result<ExitCode> {
     let crops = bench_crops(models, e.crop_size(), a.batch)?;
     let refs: Vec<&image::RgbImage> = crops.iter().collect();
     let runs = a.faces.div_ceil(a.batch).max(1);
-    let times = bench::time_runs(1, runs, || e.embed_batch(&refs).map(|_| ()))?;
+    e.embed_batch(&refs)?;
+    let cpu0 = bench::process_cpu_time();
+    let times = bench::time_runs(0, runs, || e.embed_batch(&refs).map(|_| ()))?;
+    let cpu_ms_per_face =
+        (bench::process_cpu_time() - cpu0).as_secs_f64() * 1e3 / (runs * a.batch) as f64;
     let ms_per_face = bench::median(&times).as_secs_f64() * 1e3 / a.batch as f64;
     let mut profile = Vec::new();
     if a.profile {
@@ -395,6 +406,7 @@ fn bench_worker(models: &Path, a: WorkerArgs) -> Result<ExitCode> {
         threads: a.threads,
         batch: a.batch,
         ms_per_face,
+        cpu_ms_per_face,
         load_ms,
         rss_mib,
         profile,
@@ -493,6 +505,7 @@ fn bench_embed(models: &Path, a: BenchEmbedArgs) -> Result<ExitCode> {
             m.threads.to_string(),
             m.batch.to_string(),
             format!("{:.2}", m.ms_per_face),
+            format!("{:.2}", m.cpu_ms_per_face),
             if best_ort.is_finite() {
                 format!("{:.2}x", m.ms_per_face / best_ort)
             } else {
