@@ -92,12 +92,37 @@ pub trait Embedder: Send + Sync {
     }
 }
 
+/// Arithmetic tract uses for a float model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// As the model is.
+    #[default]
+    F32,
+    /// Float weights and activations converted to f16 before optimisation:
+    /// native fp16 kernels on aarch64 cores with FP16 arithmetic (Cortex-A55,
+    /// A75 and later); emulated (slower) on x86_64.
+    F16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            _ => Err(format!("precision {s:?} is not f32 or f16")),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EmbedderOptions {
     /// Largest batch run in one go; batches are split into runs of this size.
     pub max_batch: usize,
     /// Threads tract may use for matrix products (1 = the caller's thread only).
     pub threads: usize,
+    /// Float precision of the computation.
+    pub precision: Precision,
 }
 
 impl Default for EmbedderOptions {
@@ -105,6 +130,7 @@ impl Default for EmbedderOptions {
         EmbedderOptions {
             max_batch: 8,
             threads: 1,
+            precision: Precision::F32,
         }
     }
 }
@@ -123,6 +149,7 @@ pub struct TractEmbedder {
     inv_std: [f32; 3],
     /// (batch size, plan), largest batch first; always ends with batch 1.
     plans: Vec<(usize, Plan)>,
+    precision: Precision,
     load_time: std::time::Duration,
 }
 
@@ -242,11 +269,19 @@ impl TractEmbedder {
                 Layout::Nhwc => [b, s, s, 3],
                 Layout::Nchw => [b, 3, s, s],
             };
-            let typed = model
+            let mut typed = model
                 .clone()
                 .with_input_fact(0, f32::fact(shape).into())
-                .and_then(|m| m.into_optimized())
+                .and_then(|m| m.into_typed())
+                .and_then(|m| m.into_decluttered())
                 .map_err(load)?;
+            if opts.precision == Precision::F16 {
+                let t = tract_core::transform::get_transform("f32_to_f16")
+                    .map_err(load)?
+                    .ok_or_else(|| mismatch("tract has no f32_to_f16 transform".into()))?;
+                typed = t.transform_into(typed).map_err(load)?;
+            }
+            let typed = typed.into_optimized().map_err(load)?;
             let fact = typed.output_fact(0).map_err(load)?;
             let dims: Option<Vec<usize>> = fact.shape.as_concrete().map(|d| d.to_vec());
             if dims.as_deref() != Some(&[b, out.dim][..]) {
@@ -282,6 +317,7 @@ impl TractEmbedder {
             mean,
             inv_std,
             plans,
+            precision: opts.precision,
             load_time,
         })
     }
@@ -338,7 +374,15 @@ impl TractEmbedder {
             Layout::Nhwc => [n, s, s, 3],
             Layout::Nchw => [n, 3, s, s],
         };
-        Tensor::from_shape(&shape, &data).map_err(|e| EmbedError::Inference(format!("{e:#}")))
+        let t = Tensor::from_shape(&shape, &data)
+            .map_err(|e| EmbedError::Inference(format!("{e:#}")))?;
+        match self.precision {
+            Precision::F32 => Ok(t),
+            Precision::F16 => t
+                .cast_to::<f16>()
+                .map(|c| c.into_owned())
+                .map_err(|e| EmbedError::Inference(format!("{e:#}"))),
+        }
     }
 
     /// Run one batch op by op and return the time spent in each kind of
@@ -379,6 +423,9 @@ impl TractEmbedder {
         let first = out
             .first()
             .ok_or_else(|| EmbedError::Inference("the model produced no output".into()))?;
+        let first = first
+            .cast_to::<f32>()
+            .map_err(|e| EmbedError::Inference(format!("{e:#}")))?;
         let view = first
             .to_plain_array_view::<f32>()
             .map_err(|e| EmbedError::Inference(format!("{e:#}")))?;

@@ -39,6 +39,7 @@ fn embedder_error(dir: &Path) -> EmbedError {
         &EmbedderOptions {
             max_batch: 1,
             threads: 1,
+            ..Default::default()
         },
     )
     .unwrap_err()
@@ -152,6 +153,7 @@ fn wrong_crop_size_is_an_error() {
         &EmbedderOptions {
             max_batch: 1,
             threads: 1,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -64,6 +64,7 @@ fn tract_matches_onnxruntime_on_real_crops() {
         let opts = EmbedderOptions {
             max_batch: 4,
             threads: 1,
+            ..Default::default()
         };
         let e = TractEmbedder::from_bundle(&bundle, &opts).unwrap();
         let got = e.embed_batch(&refs).unwrap();
@@ -122,6 +123,7 @@ fn int8_bundles_stay_close_to_fp32() {
             &EmbedderOptions {
                 max_batch: 8,
                 threads: 1,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -150,6 +152,7 @@ fn batch_and_single_runs_agree() {
         &EmbedderOptions {
             max_batch: 2,
             threads: 2,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -183,6 +186,7 @@ fn same_person_scores_above_different_people() {
         &EmbedderOptions {
             max_batch: 1,
             threads: 1,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use facegate::bench;
 use facegate::bundle::{self, Bundle, Kind};
-use facegate::embed::{Embedder, EmbedderOptions, TractEmbedder};
+use facegate::embed::{Embedder, EmbedderOptions, Precision, TractEmbedder};
 use facegate::imageio;
 
 /// Face (and masked-face) recognition for door and login unlock, offline.
@@ -63,6 +63,9 @@ struct EmbedArgs {
     /// Crops per inference run.
     #[arg(long, default_value_t = 8)]
     batch: usize,
+    /// Compute precision for float models: f32, or f16 (fast on aarch64 cores with FP16).
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
     /// Image files (JPEG or PNG).
     #[arg(required = true, value_name = "IMAGE")]
     images: Vec<PathBuf>,
@@ -105,6 +108,9 @@ struct BenchEmbedArgs {
     /// Batch sizes to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,8")]
     batch: Vec<usize>,
+    /// Also measure fp32 bundles with f16 arithmetic in tract.
+    #[arg(long)]
+    f16: bool,
     /// Timed faces per configuration (at least one run of each batch).
     #[arg(long, default_value_t = 24)]
     faces: usize,
@@ -129,6 +135,8 @@ struct WorkerArgs {
     faces: usize,
     #[arg(long)]
     profile: bool,
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -183,17 +191,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_embedder(models: &Path, name: &str, threads: usize, batch: usize) -> Result<TractEmbedder> {
+fn load_embedder(
+    models: &Path,
+    name: &str,
+    threads: usize,
+    batch: usize,
+    precision: Precision,
+) -> Result<TractEmbedder> {
     let b = Bundle::open_named(models, name)?;
     let opts = EmbedderOptions {
         max_batch: batch.max(1),
         threads: threads.max(1),
+        precision,
     };
     Ok(TractEmbedder::from_bundle(&b, &opts)?)
 }
 
 fn embed(models: &Path, a: EmbedArgs) -> Result<ExitCode> {
-    let embedder = load_embedder(models, &a.bundle, a.threads, a.batch)?;
+    let embedder = load_embedder(models, &a.bundle, a.threads, a.batch, a.precision)?;
     let size = embedder.crop_size();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -256,7 +271,7 @@ fn embed(models: &Path, a: EmbedArgs) -> Result<ExitCode> {
 }
 
 fn compare(models: &Path, a: CompareArgs) -> Result<ExitCode> {
-    let embedder = load_embedder(models, &a.bundle, 1, 8)?;
+    let embedder = load_embedder(models, &a.bundle, 1, 8, Precision::F32)?;
     let mut crops = Vec::new();
     for p in &a.images {
         let img = imageio::load_rgb(p)?;
@@ -377,7 +392,7 @@ fn bench_crops(models: &Path, size: u32, n: usize) -> Result<Vec<image::RgbImage
 
 fn bench_worker(models: &Path, a: WorkerArgs) -> Result<ExitCode> {
     let t0 = std::time::Instant::now();
-    let e = load_embedder(models, &a.bundle, a.threads, a.batch)?;
+    let e = load_embedder(models, &a.bundle, a.threads, a.batch, a.precision)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let rss_mib = bench::rss_kib().unwrap_or(0) as f64 / 1024.0;
     let crops = bench_crops(models, e.crop_size(), a.batch)?;
@@ -401,7 +416,10 @@ fn bench_worker(models: &Path, a: WorkerArgs) -> Result<ExitCode> {
         profile.sort_by(|x, y| y.1.total_cmp(&x.1));
     }
     let m = Measurement {
-        bundle: a.bundle,
+        bundle: match a.precision {
+            Precision::F32 => a.bundle,
+            Precision::F16 => format!("{} (f16)", a.bundle),
+        },
         engine: "tract".into(),
         threads: a.threads,
         batch: a.batch,
@@ -458,16 +476,28 @@ fn bench_embed(models: &Path, a: BenchEmbedArgs) -> Result<ExitCode> {
     for b in &bundles {
         for &t in &a.threads {
             for &n in &a.batch {
-                let m = run_json(
-                    Command::new(&exe)
-                        .arg("--models")
-                        .arg(models)
-                        .args(["bench", "embed-worker", "--bundle", b])
-                        .args(["--threads", &t.to_string(), "--batch", &n.to_string()])
-                        .args(["--faces", &a.faces.to_string()]),
-                )?;
-                eprintln!("  {b} tract t={t} b={n}: {:.2} ms/face", m.ms_per_face);
-                all.push(m);
+                let is_fp32 = Bundle::open_named(models, b)
+                    .is_ok_and(|x| x.manifest.model.precision == "fp32");
+                let precisions: &[&str] = if a.f16 && is_fp32 {
+                    &["f32", "f16"]
+                } else {
+                    &["f32"]
+                };
+                for p in precisions {
+                    let m = run_json(
+                        Command::new(&exe)
+                            .arg("--models")
+                            .arg(models)
+                            .args(["bench", "embed-worker", "--bundle", b, "--precision", p])
+                            .args(["--threads", &t.to_string(), "--batch", &n.to_string()])
+                            .args(["--faces", &a.faces.to_string()]),
+                    )?;
+                    eprintln!(
+                        "  {} tract t={t} b={n}: {:.2} ms/face",
+                        m.bundle, m.ms_per_face
+                    );
+                    all.push(m);
+                }
                 if let (Some(py), Some(script)) = (&python, &script) {
                     let dir = models.join("bundles").join(b);
                     match run_json(
@@ -516,7 +546,7 @@ fn bench_embed(models: &Path, a: BenchEmbedArgs) -> Result<ExitCode> {
         ]);
     }
     println!(
-        "embedding benchmark: ms per face (median), {} faces per configuration",
+        "embedding benchmark: wall ms per face (median of runs) and CPU ms per face (all threads), {} faces per configuration",
         a.faces
     );
     print!(
@@ -528,6 +558,7 @@ fn bench_embed(models: &Path, a: BenchEmbedArgs) -> Result<ExitCode> {
                 "threads",
                 "batch",
                 "ms/face",
+                "cpu ms/face",
                 "vs best ort",
                 "load ms",
                 "RSS MiB"

@@ -69,6 +69,7 @@ fn run(args: Args) -> Result<ExitCode> {
         &EmbedderOptions {
             max_batch: 1,
             threads: args.threads,
+            ..Default::default()
         },
     )?;
     let blank = image::RgbImage::new(embedder.crop_size(), embedder.crop_size());
