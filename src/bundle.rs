@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 pub const SCHEMA: u32 = 1;
 
 /// The embedder bundle used when none is named (see docs/PERFORMANCE.md for why).
-pub const DEFAULT_EMBEDDER: &str = "facenet-fp32";
+pub const DEFAULT_EMBEDDER: &str = "facenet-int8-qlinear";
 
 /// The detector bundle used when none is named.
 pub const DEFAULT_DETECTOR: &str = "retinaface-mnet025";
