@@ -567,7 +567,7 @@ fn bench_embed(models: &Path, a: BenchEmbedArgs) -> Result<ExitCode> {
         )
     );
     if python.is_none() || script.is_none() {
-        println!("(onnxruntime column skipped: no Python with onnxruntime found; run models/build or pass --python)");
+        println!("(onnxruntime column skipped: --python off, or no Python with onnxruntime found: run models/build or pass --python)");
     }
     if a.profile {
         for b in &bundles {
