@@ -2,9 +2,11 @@
 //!
 //! The library is layered like the product (see docs/ARCHITECTURE.md):
 //! [`bundle`] verifies model bundles, [`embed`] turns aligned crops into
-//! embeddings, [`imageio`] reads images with clear errors, [`bench`] measures.
+//! embeddings, [`gallery`] stores templates and scans them, [`imageio`] reads
+//! images with clear errors, [`bench`] measures.
 
 pub mod bench;
 pub mod bundle;
 pub mod embed;
+pub mod gallery;
 pub mod imageio;

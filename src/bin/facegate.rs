@@ -92,6 +92,10 @@ enum BenchCmd {
     /// resident memory are measured cleanly. The onnxruntime column comes from
     /// models/bench_ort.py run with the pipeline's Python venv.
     Embed(BenchEmbedArgs),
+    /// Gallery scan speed: time per query, templates/s and GB/s for N = 1k..1M
+    /// templates, next to the memory read bandwidth measured in the same run
+    /// and to the scalar kernel; optionally how long enrolment delays scans.
+    Scan(BenchScanArgs),
     /// (internal) measure one tract configuration and print a JSON line.
     #[command(hide = true)]
     EmbedWorker(WorkerArgs),
@@ -121,6 +125,38 @@ struct BenchEmbedArgs {
     /// Also print where tract's time goes, per operator (batch 1, 1 thread).
     #[arg(long)]
     profile: bool,
+}
+
+#[derive(Args)]
+struct BenchScanArgs {
+    /// Gallery sizes (templates).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1000,10000,100000,1000000"
+    )]
+    sizes: Vec<usize>,
+    /// Embedding dimension.
+    #[arg(long, default_value_t = 512)]
+    dim: usize,
+    /// Threads for the multi-threaded rows (0 = all CPUs).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Buffer for the memory-bandwidth reference, MiB.
+    #[arg(long, default_value_t = 1024)]
+    bw_mib: usize,
+    /// Minimum measuring time per cell, ms.
+    #[arg(long, default_value_t = 500)]
+    min_ms: u64,
+    /// Queries for the int8-vs-f32 accuracy comparison.
+    #[arg(long, default_value_t = 20)]
+    queries: usize,
+    /// Also measure how much enrolment delays searches, on on-disk galleries of these sizes.
+    #[arg(long, value_delimiter = ',')]
+    stall: Vec<usize>,
+    /// Skip the scan table (with --stall).
+    #[arg(long)]
+    no_scan: bool,
 }
 
 #[derive(Args)]
@@ -181,6 +217,7 @@ fn main() -> ExitCode {
         Cmd::Models => list_models(&models),
         Cmd::Bench(BenchCmd::Embed(a)) => bench_embed(&models, a),
         Cmd::Bench(BenchCmd::EmbedWorker(a)) => bench_worker(&models, a),
+        Cmd::Bench(BenchCmd::Scan(a)) => bench_scan(a),
     };
     match result {
         Ok(code) => code,
@@ -603,6 +640,59 @@ fn bench_embed(models: &Path, a: BenchEmbedArgs) -> Result<ExitCode> {
                 .collect();
             print!("{}", bench::table(&["operator", "ms", "share"], &rows));
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_scan(a: BenchScanArgs) -> Result<ExitCode> {
+    use facegate::gallery::bench::{bench_scan, measure_enrol_stall, BenchConfig};
+    let cfg = BenchConfig {
+        sizes: a.sizes,
+        dim: a.dim,
+        threads: a.threads,
+        bandwidth_bytes: a.bw_mib << 20,
+        min_time: std::time::Duration::from_millis(a.min_ms),
+        accuracy_queries: a.queries,
+        ..BenchConfig::default()
+    };
+    if !a.no_scan {
+        println!("{}", bench_scan(&cfg));
+    }
+    if !a.stall.is_empty() {
+        let mut rows = Vec::new();
+        for n in a.stall {
+            let tmp =
+                std::env::temp_dir().join(format!("facegate-stall-{}-{n}", std::process::id()));
+            let r = measure_enrol_stall(&tmp, n, cfg.dim, 20);
+            let _ = std::fs::remove_dir_all(&tmp);
+            let r = r?;
+            rows.push(vec![
+                r.n.to_string(),
+                format!("{:.2} / {:.2}", r.idle_median_ms, r.idle_max_ms),
+                format!("{:.2} / {:.2}", r.busy_median_ms, r.busy_max_ms),
+                r.busy_searches.to_string(),
+                r.enrolments.to_string(),
+                format!("{:.1}", r.enrol_median_ms),
+                format!("{:.1}", r.store_median_ms),
+                format!("{:.1}", r.snapshot_median_ms),
+            ]);
+        }
+        print!(
+            "{}",
+            bench::table(
+                &[
+                    "N",
+                    "idle search median / max ms",
+                    "search median / max ms while enrolling",
+                    "searches during enrolment",
+                    "enrolments",
+                    "enrol median ms",
+                    "of which store ms",
+                    "of which matrix copy ms",
+                ],
+                &rows
+            )
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
