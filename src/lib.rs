@@ -6,5 +6,6 @@
 
 pub mod bench;
 pub mod bundle;
+pub mod detect;
 pub mod embed;
 pub mod imageio;

@@ -264,7 +264,12 @@ fn compare(models: &Path, a: CompareArgs) -> Result<ExitCode> {
     let t = std::time::Instant::now();
     let es = embedder.embed_batch(&refs)?;
     let ms = t.elapsed().as_secs_f64() * 1e3;
-    let label = |p: &PathBuf| p.file_stem().map_or_else(|| p.display().to_string(), |s| s.to_string_lossy().into_owned());
+    let label = |p: &PathBuf| {
+        p.file_stem().map_or_else(
+            || p.display().to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        )
+    };
     let mut header = vec![String::new()];
     header.extend((0..es.len()).map(|j| format!("#{j}")));
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
