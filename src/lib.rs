@@ -4,6 +4,7 @@
 //! [`bundle`] verifies model bundles, [`embed`] turns aligned crops into
 //! embeddings, [`imageio`] reads images with clear errors, [`bench`] measures.
 
+pub mod align;
 pub mod bench;
 pub mod bundle;
 pub mod detect;

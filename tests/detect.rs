@@ -72,6 +72,10 @@ fn finds_every_reference_face_with_matching_landmarks() {
                 rf.landmarks
             );
             assert!((best.score - rf.score).abs() < 0.01, "{}", p.photo);
+            eprintln!(
+                "{}: landmark error {e:.4} px, score {} vs {}",
+                p.photo, best.score, rf.score
+            );
             worst = worst.max(e);
             n += 1;
         }
