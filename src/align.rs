@@ -49,7 +49,7 @@ pub fn similarity(src: &[[f32; 2]], dst: &[[f32; 2]]) -> Result<Affine, AlignErr
         num_b += px * qy - py * qx;
         den += px * px + py * py;
     }
-    if !(den > 1e-12) || !num_a.is_finite() || !num_b.is_finite() {
+    if den.is_nan() || den <= 1e-12 || !num_a.is_finite() || !num_b.is_finite() {
         return Err(AlignError::Degenerate);
     }
     let (a, b) = (num_a / den, num_b / den);

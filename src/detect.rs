@@ -534,7 +534,7 @@ mod tests {
     fn anchor_count_and_order_match_retina_py() {
         let a = anchors(&cfg(), 33, 17);
         // ceil(33/8)*ceil(17/8)*2 + ceil(33/16)*ceil(17/16)*2 + 2*1*2
-        assert_eq!(a.len(), 5 * 3 * 2 + 3 * 2 * 2 + 2 * 1 * 2);
+        assert_eq!(a.len(), 5 * 3 * 2 + 3 * 2 * 2 + 2 * 2);
         assert_eq!(a[0], [4.0, 4.0, 16.0]);
         assert_eq!(a[1], [4.0, 4.0, 32.0]);
         assert_eq!(a[2], [12.0, 4.0, 16.0]);

@@ -8,5 +8,8 @@ pub mod align;
 pub mod bench;
 pub mod bundle;
 pub mod detect;
+pub mod draw;
 pub mod embed;
 pub mod imageio;
+pub mod mask;
+pub mod pipeline;
