@@ -377,7 +377,7 @@ fn outline(style: Procedural, f: &Fit, ff: &FaceFrame, u: f32) -> (f32, f32, f32
         Procedural::BlackCloth | Procedural::Patterned => {
             (0.26 + f.top + 0.16 * x * x, chin + 0.06 - 0.50 * x * x)
         }
-        _ => (0.32 + f.top + 0.06 * x * x, chin - 0.50 * x * x),
+        _ => (0.27 + f.top + 0.08 * x * x, chin - 0.50 * x * x),
     };
     (x, top, bottom, half)
 }
