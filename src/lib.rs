@@ -13,3 +13,4 @@ pub mod embed;
 pub mod imageio;
 pub mod mask;
 pub mod pipeline;
+pub mod presence;

@@ -167,6 +167,10 @@ enum BenchCmd {
     /// resident memory are measured cleanly. The onnxruntime column comes from
     /// models/bench_ort.py run with the pipeline's Python venv.
     Embed(BenchEmbedArgs),
+    /// Milliseconds per frame for face detection at camera frame sizes.
+    Detect(BenchDetectArgs),
+    /// Synthetic masks painted per second, per style.
+    Mask(BenchMaskArgs),
     /// (internal) measure one tract configuration and print a JSON line.
     #[command(hide = true)]
     EmbedWorker(WorkerArgs),
@@ -193,6 +197,32 @@ struct BenchEmbedArgs {
     /// Also print where tract's time goes, per operator (batch 1, 1 thread).
     #[arg(long)]
     profile: bool,
+}
+
+#[derive(Args)]
+struct BenchDetectArgs {
+    /// Frame sizes WxH.
+    #[arg(long, value_delimiter = ',', default_value = "640x480,320x240")]
+    sizes: Vec<String>,
+    /// Thread counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    threads: Vec<usize>,
+    /// Timed frames per configuration.
+    #[arg(long, default_value_t = 30)]
+    frames: usize,
+    /// Photo to use (default: the registry's obama.jpg, scaled into the frame).
+    #[arg(long)]
+    photo: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct BenchMaskArgs {
+    /// Masks per style.
+    #[arg(long, default_value_t = 40)]
+    masks: usize,
+    /// Also time a MaskTheFace template folder (template renderer).
+    #[arg(long, value_name = "DIR")]
+    templates: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -252,6 +282,8 @@ fn main() -> ExitCode {
         Cmd::Models => list_models(&models),
         Cmd::Bench(BenchCmd::Embed(a)) => bench_embed(&models, a),
         Cmd::Bench(BenchCmd::EmbedWorker(a)) => bench_worker(&models, a),
+        Cmd::Bench(BenchCmd::Detect(a)) => bench_detect(&models, a),
+        Cmd::Bench(BenchCmd::Mask(a)) => bench_mask(&models, a),
     };
     match result {
         Ok(code) => code,
@@ -786,5 +818,152 @@ fn mask_cmd(models: &Path, a: MaskArgs) -> Result<ExitCode> {
     mask::paint(&mut img, face, &style, a.seed)?;
     img.save(&a.out)
         .with_context(|| format!("writing {}", a.out.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A frame of `w` x `h` holding `photo` scaled to fit (grey letterbox).
+fn frame_from(photo: &image::RgbImage, w: u32, h: u32) -> image::RgbImage {
+    let s = (w as f32 / photo.width() as f32).min(h as f32 / photo.height() as f32);
+    let (pw, ph) = (
+        ((photo.width() as f32 * s) as u32).max(1),
+        ((photo.height() as f32 * s) as u32).max(1),
+    );
+    let small = image::imageops::resize(photo, pw, ph, image::imageops::FilterType::Triangle);
+    let mut frame = image::RgbImage::from_pixel(w, h, image::Rgb([96, 96, 96]));
+    image::imageops::replace(
+        &mut frame,
+        &small,
+        ((w - pw) / 2) as i64,
+        ((h - ph) / 2) as i64,
+    );
+    frame
+}
+
+fn bench_detect(models: &Path, a: BenchDetectArgs) -> Result<ExitCode> {
+    let photo_path = a
+        .photo
+        .clone()
+        .unwrap_or_else(|| models.join("photos/face_recognition/obama.jpg"));
+    let photo = imageio::load_rgb(&photo_path)?;
+    let b = Bundle::open_named(models, bundle::DEFAULT_DETECTOR)?;
+    let mut rows = Vec::new();
+    for size in &a.sizes {
+        let (w, h) = size
+            .split_once('x')
+            .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+            .with_context(|| format!("size {size:?} is not WxH"))?;
+        let frame = frame_from(&photo, w, h);
+        for &t in &a.threads {
+            let opts = DetectorOptions {
+                threads: t.max(1),
+                max_side: None,
+                pad: 0.0,
+                score_threshold: None,
+            };
+            let det = TractDetector::from_bundle(&b, &opts)?;
+            let t0 = std::time::Instant::now();
+            let faces = det.detect(&frame)?;
+            let first_ms = t0.elapsed().as_secs_f64() * 1e3;
+            let times = bench::time_runs(2, a.frames, || det.detect(&frame).map(|_| ()))?;
+            let med = bench::median(&times).as_secs_f64() * 1e3;
+            let best = times.iter().min().map_or(0.0, |d| d.as_secs_f64() * 1e3);
+            eprintln!("  {w}x{h} t={t}: {med:.2} ms/frame");
+            rows.push(vec![
+                format!("{w}x{h}"),
+                t.to_string(),
+                format!("{med:.2}"),
+                format!("{best:.2}"),
+                format!("{:.0}", 1e3 / med),
+                format!("{first_ms:.0}"),
+                faces.len().to_string(),
+            ]);
+        }
+    }
+    println!(
+        "detection benchmark ({}): ms per frame, {} frames per configuration, network + decoding + NMS",
+        b.name(),
+        a.frames
+    );
+    print!(
+        "{}",
+        bench::table(
+            &[
+                "frame",
+                "threads",
+                "median ms",
+                "best ms",
+                "fps",
+                "first frame ms (plan)",
+                "faces"
+            ],
+            &rows
+        )
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_mask(models: &Path, a: BenchMaskArgs) -> Result<ExitCode> {
+    let photo = imageio::load_rgb(&models.join("photos/face_recognition/obama.jpg"))?;
+    let frame = frame_from(&photo, 640, 480);
+    let det = TractDetector::from_bundle(
+        &Bundle::open_named(models, bundle::DEFAULT_DETECTOR)?,
+        &DetectorOptions::default(),
+    )?;
+    let faces = det.detect(&frame)?;
+    let face = largest(&faces)
+        .context("no face in the benchmark frame")?
+        .clone();
+    let mut rows = Vec::new();
+    let mut styles: Vec<(String, MaskStyle)> = mask::Procedural::ALL
+        .iter()
+        .map(|p| (p.name().to_string(), MaskStyle::Procedural(*p)))
+        .collect();
+    let set = a
+        .templates
+        .as_ref()
+        .map(|d| mask::template::TemplateSet::load(d))
+        .transpose()?;
+    if let Some(set) = &set {
+        for n in ["surgical", "KN95", "cloth"] {
+            if set.templates.contains_key(n) {
+                styles.push((
+                    format!("template:{n}"),
+                    MaskStyle::Template {
+                        dir: PathBuf::new(),
+                        name: n.into(),
+                    },
+                ));
+            }
+        }
+    }
+    for (name, style) in &styles {
+        let mut seed = 0u64;
+        let times = bench::time_runs(2, a.masks, || -> Result<()> {
+            let mut img = frame.clone();
+            seed += 1;
+            match (style, &set) {
+                (MaskStyle::Template { name, .. }, Some(set)) => {
+                    set.paint(&mut img, &face, name)?
+                }
+                _ => mask::paint(&mut img, &face, style, seed)?,
+            }
+            Ok(())
+        })?;
+        let med = bench::median(&times).as_secs_f64() * 1e3;
+        rows.push(vec![
+            name.clone(),
+            format!("{med:.2}"),
+            format!("{:.0}", 1e3 / med),
+        ]);
+    }
+    println!(
+        "mask rendering benchmark: one {:.0} px wide face in a 640x480 frame, {} masks per style, 1 thread (includes copying the frame)",
+        face.width(),
+        a.masks
+    );
+    print!(
+        "{}",
+        bench::table(&["style", "ms per mask", "masks/s"], &rows)
+    );
     Ok(ExitCode::SUCCESS)
 }
