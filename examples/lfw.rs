@@ -405,7 +405,7 @@ fn presence_cmd(lfw: &Path, masks: &Path, n: usize) -> Result<()> {
     println!("mask presence on {used} LFW images (skin share < threshold = masked); faces lost by the detector: {lost:?}");
     println!("| threshold | unmasked correct | procedural masks correct | template masks correct | balanced accuracy (template) |");
     println!("| --- | --- | --- | --- | --- |");
-    for t in [0.3f32, 0.4, presence::DEFAULT_THRESHOLD, 0.5, 0.6] {
+    for t in [0.25f32, 0.3, presence::DEFAULT_THRESHOLD, 0.4, 0.45, 0.5] {
         let acc = |kind: &str| {
             let v: Vec<&(String, f32, bool)> = rows.iter().filter(|r| r.0 == kind).collect();
             v.iter().filter(|r| (r.1 < t) == r.2).count() as f64 / v.len().max(1) as f64

@@ -22,7 +22,7 @@ pub const SKIN_CHROMA: f32 = 0.035;
 pub const DARKER: f32 = 0.55;
 pub const BRIGHTER: f32 = 1.45;
 /// Default decision threshold on the skin share of the lower face.
-pub const DEFAULT_THRESHOLD: f32 = 0.45;
+pub const DEFAULT_THRESHOLD: f32 = 0.35;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Presence {

@@ -162,3 +162,44 @@ fn template_renderer_warps_a_template_onto_the_face() {
     let err = paint(&mut m, &f, &bad, 0).unwrap_err().to_string();
     assert!(err.contains("green"), "{err}");
 }
+
+#[test]
+fn presence_tells_masked_from_bare_registry_faces() {
+    let cfg = Bundle::open_named(&common::models_dir(), "facenet-int8-qdq-pt")
+        .unwrap()
+        .manifest
+        .align
+        .unwrap();
+    let det = detector();
+    let (mut right, mut total) = (0, 0);
+    for (name, img, f) in faces() {
+        let crop = facegate::align::align(&img, &f.landmarks, &cfg).unwrap();
+        let p = facegate::presence::presence(&crop, &cfg, facegate::presence::DEFAULT_THRESHOLD);
+        eprintln!("{name}: bare skin share {:.2}", p.skin_share);
+        right += !p.masked as usize;
+        total += 1;
+        for (k, style) in Procedural::ALL.into_iter().enumerate() {
+            let mut m = img.clone();
+            paint_procedural(&mut m, &f, style, k as u64 + 100).unwrap();
+            // Landmarks from the masked photo, as in use.
+            let g = det.detect(&m).unwrap();
+            let lm = g
+                .iter()
+                .max_by(|a, b| a.area().total_cmp(&b.area()))
+                .unwrap()
+                .landmarks;
+            let crop = facegate::align::align(&m, &lm, &cfg).unwrap();
+            let p =
+                facegate::presence::presence(&crop, &cfg, facegate::presence::DEFAULT_THRESHOLD);
+            eprintln!("{name} {style:?}: skin share {:.2}", p.skin_share);
+            right += p.masked as usize;
+            total += 1;
+        }
+    }
+    let acc = right as f64 / total as f64;
+    eprintln!(
+        "presence on registry photos: {right}/{total} = {:.1}%",
+        100.0 * acc
+    );
+    assert!(acc >= 0.9, "{right}/{total}");
+}
