@@ -8,12 +8,15 @@
 //! every stride (cell centres `(x + 0.5) * stride`, sizes from the manifest),
 //! variances, score threshold, then greedy NMS in descending score order.
 //!
-//! Tightly cropped faces (a face filling the whole picture) are often missed
-//! by RetinaFace, which was trained on faces with context around them. The
-//! padding rule ([`DetectorOptions::pad`]): when nothing is found, the frame
-//! is padded on every side with a replicated edge border of `pad` times its
-//! longer side (default 0.4) and detected again; coordinates are mapped back
-//! to the original frame (they may then lie slightly outside it).
+//! Tightly cropped faces (a face filling the whole picture, cut by the frame)
+//! are missed or get poor landmarks from RetinaFace, which was trained on
+//! faces with context around them. The padding rule
+//! ([`DetectorOptions::pad`]): when nothing is found, or when the largest
+//! face's box covers at least 70% of the frame's width and height (see
+//! [`fills_frame`]), the frame is padded on every side with a replicated
+//! edge border of `pad` times its longer side (default 0.4) and detected
+//! again; the padded result is used when it finds a face. Coordinates are
+//! mapped back to the original frame (they may then lie slightly outside it).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -97,8 +100,9 @@ pub struct DetectorOptions {
     /// Frames whose longer side exceeds this are downscaled (area average)
     /// before detection; results are scaled back. None: never downscale.
     pub max_side: Option<u32>,
-    /// Replicated border (fraction of the longer side) added when nothing is
-    /// found on the plain frame; 0 disables the retry.
+    /// Replicated border (fraction of the longer side) added for a second
+    /// try when nothing is found on the plain frame or a face fills the
+    /// frame; 0 disables the retry.
     pub pad: f32,
     /// Override the manifest's score threshold.
     pub score_threshold: Option<f32>,
@@ -501,18 +505,30 @@ impl Detector for TractDetector {
             });
         }
         let faces = self.detect_scaled(img)?;
-        if !faces.is_empty() || self.opts.pad <= 0.0 {
+        if self.opts.pad <= 0.0 || !(faces.is_empty() || fills_frame(&faces, w, h)) {
             return Ok(faces);
         }
         let p = ((w.max(h) as f32 * self.opts.pad).round() as u32).max(MIN_SIDE);
-        log::debug!("no face in {w}x{h}: retrying with a {p} px replicated border");
+        log::debug!(
+            "no face clear of the border in {w}x{h}: retrying with a {p} px replicated border"
+        );
         let padded = pad_replicate(img, p);
-        Ok(self
+        let again: Vec<Face> = self
             .detect_scaled(&padded)?
             .into_iter()
             .map(|f| f.scaled(1.0, p as f32, p as f32))
-            .collect())
+            .collect();
+        // Keep the plain result if padding loses the face.
+        Ok(if again.is_empty() { faces } else { again })
     }
+}
+
+/// True when the largest face's box covers at least 70% of the frame's
+/// width and height: a tight crop with no background, whose landmarks
+/// improve with padding. (A face merely cut by one edge of a bigger photo
+/// does not count: replicating that edge smears the face outwards.)
+pub fn fills_frame(faces: &[Face], w: u32, h: u32) -> bool {
+    largest(faces).is_some_and(|f| f.width() >= 0.7 * w as f32 && f.height() >= 0.7 * h as f32)
 }
 
 #[cfg(test)]
