@@ -106,6 +106,19 @@ fn detect_prints_faces_and_errors_and_draws() {
     std::fs::write(&broken, &full[..full.len() / 3]).unwrap();
     let tiny = tmp.path().join("tiny.png");
     image::RgbImage::new(1, 1).save(&tiny).unwrap();
+    // A PNG whose header claims 20000x20000 (the decoder's limits refuse it
+    // before allocating).
+    let huge = tmp.path().join("huge.png");
+    let mut bytes = Vec::new();
+    image::RgbImage::new(1, 1)
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    bytes[16..20].copy_from_slice(&20000u32.to_be_bytes());
+    bytes[20..24].copy_from_slice(&20000u32.to_be_bytes());
+    std::fs::write(&huge, &bytes).unwrap();
     let grey = tmp.path().join("grey.png");
     image::GrayImage::from_pixel(64, 64, image::Luma([90]))
         .save(&grey)
@@ -120,6 +133,7 @@ fn detect_prints_faces_and_errors_and_draws() {
         .arg(&broken)
         .arg(&tiny)
         .arg(&grey)
+        .arg(&huge)
         .output()
         .unwrap();
     assert_eq!(
@@ -133,7 +147,8 @@ fn detect_prints_faces_and_errors_and_draws() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 5);
+    assert_eq!(lines.len(), 6);
+    assert!(lines[5]["error"].is_string(), "{}", lines[5]);
     let faces = lines[0]["faces"].as_array().unwrap();
     assert_eq!(faces.len(), 1);
     assert_eq!(faces[0]["box"].as_array().unwrap().len(), 4);
