@@ -45,6 +45,9 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, ImageError> {
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
     reader.limits(limits);
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        check_jpeg_complete(path).map_err(decode)?;
+    }
     let img = reader.decode().map_err(|e| decode(e.to_string()))?;
     if img.width() == 0 || img.height() == 0 {
         return Err(ImageError::Size {
@@ -54,4 +57,19 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, ImageError> {
         });
     }
     Ok(img.to_rgb8())
+}
+
+/// The JPEG decoder fills a truncated file's missing rows with grey; refuse
+/// such files instead. A complete JPEG ends with the EOI marker (FF D9),
+/// possibly followed by padding or trailer bytes; in entropy-coded data FF is
+/// always followed by 00 or a restart marker, so FF D9 near the end means the
+/// image data is complete.
+fn check_jpeg_complete(path: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let tail_start = bytes.len().saturating_sub(4096).max(bytes.len() / 2);
+    if bytes[tail_start..].windows(2).any(|w| w == [0xff, 0xd9]) {
+        Ok(())
+    } else {
+        Err("truncated JPEG (no end-of-image marker)".into())
+    }
 }

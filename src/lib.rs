@@ -1,12 +1,22 @@
 //! facegate: face (and masked-face) unlock for small ARM boards, offline.
 //!
 //! The library is layered like the product (see docs/ARCHITECTURE.md):
-//! [`bundle`] verifies model bundles, [`embed`] turns aligned crops into
-//! embeddings, [`gallery`] stores templates and scans them, [`imageio`] reads
-//! images with clear errors, [`bench`] measures.
+//! [`bundle`] verifies model bundles, [`detect`] finds faces and their five
+//! landmarks, [`align`] warps a face to the embedder's template,
+//! [`pipeline`] chains the two, [`embed`] turns aligned crops into
+//! embeddings, [`gallery`] stores templates and scans them, [`mask`] paints
+//! synthetic masks (for tests and evaluation), [`presence`] tells whether a
+//! face wears one, [`imageio`] reads images with clear errors, [`draw`]
+//! annotates, [`bench`] measures.
 
+pub mod align;
 pub mod bench;
 pub mod bundle;
+pub mod detect;
+pub mod draw;
 pub mod embed;
 pub mod gallery;
 pub mod imageio;
+pub mod mask;
+pub mod pipeline;
+pub mod presence;

@@ -9,9 +9,13 @@ use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
 use facegate::bench;
+use facegate::bundle::AlignSection;
 use facegate::bundle::{self, Bundle, Kind};
+use facegate::detect::{largest, Detector, DetectorOptions, Face, TractDetector};
 use facegate::embed::{Embedder, EmbedderOptions, Precision, TractEmbedder};
 use facegate::imageio;
+use facegate::mask::{self, MaskStyle};
+use facegate::pipeline::largest_face_crop;
 
 /// Face (and masked-face) recognition for door and login unlock, offline.
 ///
@@ -42,18 +46,92 @@ enum Cmd {
     Compare(CompareArgs),
     /// List the model bundles and verify each one (manifest, size, sha256).
     Models,
+    /// Find faces: one JSON line per image, {"path", "faces": [{"box",
+    /// "score", "landmarks"}]} or {"path", "error"}.
+    ///
+    /// Boxes are [x0, y0, x1, y1]; landmarks are left eye, right eye, nose,
+    /// left and right mouth corners, in image pixels. Exit status 1 when any
+    /// image failed.
+    Detect(DetectArgs),
+    /// Detect the largest face and write its aligned crop (the embedder's input).
+    Align(AlignArgs),
+    /// Paint a synthetic mask on the largest face of a photo.
+    Mask(MaskArgs),
     /// Benchmarks that print a table.
     #[command(subcommand)]
     Bench(BenchCmd),
 }
 
+#[derive(Args, Clone)]
+struct DetectOpts {
+    /// Detector bundle to use.
+    #[arg(long, default_value = bundle::DEFAULT_DETECTOR)]
+    detector: String,
+    /// Downscale frames whose longer side exceeds this before detecting (0: never).
+    #[arg(long, default_value_t = 1280)]
+    max_side: u32,
+    /// Replicated border, as a fraction of the longer side, added for a
+    /// second try when no face is found (0: no retry).
+    #[arg(long, default_value_t = 0.4)]
+    pad: f32,
+    /// Threads for the detector's matrix products.
+    #[arg(long = "detect-threads", default_value_t = 1)]
+    detect_threads: usize,
+}
+
+#[derive(Args)]
+struct DetectArgs {
+    #[command(flatten)]
+    det: DetectOpts,
+    /// Also write each image with its faces drawn to DIR/<name>.png.
+    #[arg(long, value_name = "DIR")]
+    draw: Option<PathBuf>,
+    /// Image files (JPEG or PNG).
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct AlignArgs {
+    #[command(flatten)]
+    det: DetectOpts,
+    /// Embedder bundle whose [align] template is used.
+    #[arg(long, default_value = bundle::DEFAULT_EMBEDDER)]
+    bundle: String,
+    /// Where to write the aligned crop (PNG).
+    #[arg(long, value_name = "OUT.png")]
+    out: PathBuf,
+    #[arg(value_name = "IMAGE")]
+    image: PathBuf,
+}
+
+#[derive(Args)]
+struct MaskArgs {
+    #[command(flatten)]
+    det: DetectOpts,
+    /// surgical, surgical-white, surgical-green, black-cloth, patterned,
+    /// kn95, n95, or template:<dir>:<name> (MaskTheFace templates, dir holds masks.cfg).
+    #[arg(long, default_value = "surgical")]
+    style: String,
+    /// Seed for the small random variations (colour, fit, pattern).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where to write the masked photo (PNG).
+    #[arg(long, value_name = "OUT.png")]
+    out: PathBuf,
+    #[arg(value_name = "IMAGE")]
+    image: PathBuf,
+}
+
 #[derive(Args)]
 struct EmbedArgs {
     /// The images are already aligned face crops of the model's size
-    /// (160x160 for FaceNet). Required for now: detection and alignment of
-    /// whole photos comes with the detector.
-    #[arg(long, required = true)]
+    /// (160x160 for FaceNet). Without it every image goes through the full
+    /// pipeline: detect, keep the largest face, align, embed.
+    #[arg(long)]
     aligned: bool,
+    #[command(flatten)]
+    det: DetectOpts,
     /// Embedder bundle to use.
     #[arg(long, default_value = bundle::DEFAULT_EMBEDDER)]
     bundle: String,
@@ -96,6 +174,10 @@ enum BenchCmd {
     /// templates, next to the memory read bandwidth measured in the same run
     /// and to the scalar kernel; optionally how long enrolment delays scans.
     Scan(BenchScanArgs),
+    /// Milliseconds per frame for face detection at camera frame sizes.
+    Detect(BenchDetectArgs),
+    /// Synthetic masks painted per second, per style.
+    Mask(BenchMaskArgs),
     /// (internal) measure one tract configuration and print a JSON line.
     #[command(hide = true)]
     EmbedWorker(WorkerArgs),
@@ -160,6 +242,32 @@ struct BenchScanArgs {
 }
 
 #[derive(Args)]
+struct BenchDetectArgs {
+    /// Frame sizes WxH.
+    #[arg(long, value_delimiter = ',', default_value = "640x480,320x240")]
+    sizes: Vec<String>,
+    /// Thread counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    threads: Vec<usize>,
+    /// Timed frames per configuration.
+    #[arg(long, default_value_t = 30)]
+    frames: usize,
+    /// Photo to use (default: the registry's obama.jpg, scaled into the frame).
+    #[arg(long)]
+    photo: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct BenchMaskArgs {
+    /// Masks per style.
+    #[arg(long, default_value_t = 40)]
+    masks: usize,
+    /// Also time a MaskTheFace template folder (template renderer).
+    #[arg(long, value_name = "DIR")]
+    templates: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct WorkerArgs {
     #[arg(long)]
     bundle: String,
@@ -213,11 +321,16 @@ fn main() -> ExitCode {
         .unwrap_or_else(bundle::default_models_dir);
     let result = match cli.command {
         Cmd::Embed(a) => embed(&models, a),
+        Cmd::Detect(a) => detect(&models, a),
+        Cmd::Align(a) => align_cmd(&models, a),
+        Cmd::Mask(a) => mask_cmd(&models, a),
         Cmd::Compare(a) => compare(&models, a),
         Cmd::Models => list_models(&models),
         Cmd::Bench(BenchCmd::Embed(a)) => bench_embed(&models, a),
         Cmd::Bench(BenchCmd::EmbedWorker(a)) => bench_worker(&models, a),
         Cmd::Bench(BenchCmd::Scan(a)) => bench_scan(a),
+        Cmd::Bench(BenchCmd::Detect(a)) => bench_detect(&models, a),
+        Cmd::Bench(BenchCmd::Mask(a)) => bench_mask(&models, a),
     };
     match result {
         Ok(code) => code,
@@ -244,9 +357,36 @@ fn load_embedder(
     Ok(TractEmbedder::from_bundle(&b, &opts)?)
 }
 
+fn load_detector(models: &Path, o: &DetectOpts) -> Result<TractDetector> {
+    let b = Bundle::open_named(models, &o.detector)?;
+    let opts = DetectorOptions {
+        threads: o.detect_threads.max(1),
+        max_side: (o.max_side > 0).then_some(o.max_side),
+        pad: o.pad.max(0.0),
+        score_threshold: None,
+    };
+    Ok(TractDetector::from_bundle(&b, &opts)?)
+}
+
+fn align_section(models: &Path, bundle_name: &str) -> Result<AlignSection> {
+    let b = Bundle::open_named(models, bundle_name)?;
+    b.manifest
+        .align
+        .clone()
+        .with_context(|| format!("bundle {bundle_name} has no [align] section"))
+}
+
 fn embed(models: &Path, a: EmbedArgs) -> Result<ExitCode> {
     let embedder = load_embedder(models, &a.bundle, a.threads, a.batch, a.precision)?;
     let size = embedder.crop_size();
+    let front = if a.aligned {
+        None
+    } else {
+        Some((
+            load_detector(models, &a.det)?,
+            align_section(models, &a.bundle)?,
+        ))
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut failed = 0usize;
@@ -260,7 +400,16 @@ fn embed(models: &Path, a: EmbedArgs) -> Result<ExitCode> {
         let mut loaded: Vec<(usize, image::RgbImage)> = Vec::new();
         let mut errors: Vec<Option<String>> = vec![None; chunk.len()];
         for (i, p) in chunk.iter().enumerate() {
-            match imageio::load_rgb(p) {
+            let loaded_img = imageio::load_rgb(p).map_err(|e| e.to_string());
+            let loaded_img = match (&front, loaded_img) {
+                (Some((det, cfg)), Ok(img)) => match largest_face_crop(det, &img, cfg) {
+                    Ok(Some((_, crop))) => Ok(crop),
+                    Ok(None) => Err("no face".to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                (_, r) => r,
+            };
+            match loaded_img {
                 Ok(img) if img.width() == size && img.height() == size => loaded.push((i, img)),
                 Ok(img) => {
                     errors[i] = Some(format!(
@@ -269,7 +418,7 @@ fn embed(models: &Path, a: EmbedArgs) -> Result<ExitCode> {
                         img.height()
                     ))
                 }
-                Err(e) => errors[i] = Some(e.to_string()),
+                Err(e) => errors[i] = Some(e),
             }
         }
         let refs: Vec<&image::RgbImage> = loaded.iter().map(|(_, img)| img).collect();
@@ -707,4 +856,243 @@ fn find_bench_ort_script() -> Option<PathBuf> {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/bench_ort.py"),
     ];
     candidates.into_iter().find(|p| p.exists())
+}
+
+#[derive(Serialize)]
+struct DetectLine<'a> {
+    path: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    faces: Option<&'a [Face]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+fn detect(models: &Path, a: DetectArgs) -> Result<ExitCode> {
+    let det = load_detector(models, &a.det)?;
+    if let Some(dir) = &a.draw {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut failed = 0usize;
+    for p in &a.images {
+        let path = p.to_string_lossy();
+        let result = imageio::load_rgb(p)
+            .map_err(|e| e.to_string())
+            .and_then(|img| {
+                det.detect(&img)
+                    .map(|f| (img, f))
+                    .map_err(|e| e.to_string())
+            });
+        let line = match &result {
+            Ok((_, faces)) => DetectLine {
+                path: &path,
+                faces: Some(faces),
+                error: None,
+            },
+            Err(e) => DetectLine {
+                path: &path,
+                faces: None,
+                error: Some(e.clone()),
+            },
+        };
+        failed += line.error.is_some() as usize;
+        serde_json::to_writer(&mut out, &line)?;
+        out.write_all(b"\n")?;
+        if let (Some(dir), Ok((img, faces))) = (&a.draw, result) {
+            let mut img = img;
+            facegate::draw::faces(&mut img, &faces);
+            let stem = p
+                .file_stem()
+                .map_or_else(|| "image".into(), |s| s.to_string_lossy());
+            let dst = dir.join(format!("{stem}.png"));
+            img.save(&dst)
+                .with_context(|| format!("writing {}", dst.display()))?;
+        }
+    }
+    out.flush()?;
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn align_cmd(models: &Path, a: AlignArgs) -> Result<ExitCode> {
+    let det = load_detector(models, &a.det)?;
+    let cfg = align_section(models, &a.bundle)?;
+    let img = imageio::load_rgb(&a.image)?;
+    let Some((face, crop)) = largest_face_crop(&det, &img, &cfg)? else {
+        bail!("{}: no face", a.image.display());
+    };
+    crop.save(&a.out)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    eprintln!(
+        "face at {:?} (score {:.3}) aligned to {}",
+        face.bbox.map(|v| v.round()),
+        face.score,
+        a.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mask_cmd(models: &Path, a: MaskArgs) -> Result<ExitCode> {
+    let det = load_detector(models, &a.det)?;
+    let style: MaskStyle = a.style.parse()?;
+    let mut img = imageio::load_rgb(&a.image)?;
+    let faces = det.detect(&img)?;
+    let Some(face) = largest(&faces) else {
+        bail!("{}: no face", a.image.display());
+    };
+    mask::paint(&mut img, face, &style, a.seed)?;
+    img.save(&a.out)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A frame of `w` x `h` holding `photo` scaled to fit (grey letterbox).
+fn frame_from(photo: &image::RgbImage, w: u32, h: u32) -> image::RgbImage {
+    let s = (w as f32 / photo.width() as f32).min(h as f32 / photo.height() as f32);
+    let (pw, ph) = (
+        ((photo.width() as f32 * s) as u32).max(1),
+        ((photo.height() as f32 * s) as u32).max(1),
+    );
+    let small = image::imageops::resize(photo, pw, ph, image::imageops::FilterType::Triangle);
+    let mut frame = image::RgbImage::from_pixel(w, h, image::Rgb([96, 96, 96]));
+    image::imageops::replace(
+        &mut frame,
+        &small,
+        ((w - pw) / 2) as i64,
+        ((h - ph) / 2) as i64,
+    );
+    frame
+}
+
+fn bench_detect(models: &Path, a: BenchDetectArgs) -> Result<ExitCode> {
+    let photo_path = a
+        .photo
+        .clone()
+        .unwrap_or_else(|| models.join("photos/face_recognition/obama.jpg"));
+    let photo = imageio::load_rgb(&photo_path)?;
+    let b = Bundle::open_named(models, bundle::DEFAULT_DETECTOR)?;
+    let mut rows = Vec::new();
+    for size in &a.sizes {
+        let (w, h) = size
+            .split_once('x')
+            .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+            .with_context(|| format!("size {size:?} is not WxH"))?;
+        let frame = frame_from(&photo, w, h);
+        for &t in &a.threads {
+            let opts = DetectorOptions {
+                threads: t.max(1),
+                max_side: None,
+                pad: 0.0,
+                score_threshold: None,
+            };
+            let det = TractDetector::from_bundle(&b, &opts)?;
+            let t0 = std::time::Instant::now();
+            let faces = det.detect(&frame)?;
+            let first_ms = t0.elapsed().as_secs_f64() * 1e3;
+            let times = bench::time_runs(2, a.frames, || det.detect(&frame).map(|_| ()))?;
+            let med = bench::median(&times).as_secs_f64() * 1e3;
+            let best = times.iter().min().map_or(0.0, |d| d.as_secs_f64() * 1e3);
+            eprintln!("  {w}x{h} t={t}: {med:.2} ms/frame");
+            rows.push(vec![
+                format!("{w}x{h}"),
+                t.to_string(),
+                format!("{med:.2}"),
+                format!("{best:.2}"),
+                format!("{:.0}", 1e3 / med),
+                format!("{first_ms:.0}"),
+                faces.len().to_string(),
+            ]);
+        }
+    }
+    println!(
+        "detection benchmark ({}): ms per frame, {} frames per configuration, network + decoding + NMS",
+        b.name(),
+        a.frames
+    );
+    print!(
+        "{}",
+        bench::table(
+            &[
+                "frame",
+                "threads",
+                "median ms",
+                "best ms",
+                "fps",
+                "first frame ms (plan)",
+                "faces"
+            ],
+            &rows
+        )
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_mask(models: &Path, a: BenchMaskArgs) -> Result<ExitCode> {
+    let photo = imageio::load_rgb(&models.join("photos/face_recognition/obama.jpg"))?;
+    let frame = frame_from(&photo, 640, 480);
+    let det = TractDetector::from_bundle(
+        &Bundle::open_named(models, bundle::DEFAULT_DETECTOR)?,
+        &DetectorOptions::default(),
+    )?;
+    let faces = det.detect(&frame)?;
+    let face = largest(&faces)
+        .context("no face in the benchmark frame")?
+        .clone();
+    let mut rows = Vec::new();
+    let mut styles: Vec<(String, MaskStyle)> = mask::Procedural::ALL
+        .iter()
+        .map(|p| (p.name().to_string(), MaskStyle::Procedural(*p)))
+        .collect();
+    let set = a
+        .templates
+        .as_ref()
+        .map(|d| mask::template::TemplateSet::load(d))
+        .transpose()?;
+    if let Some(set) = &set {
+        for n in ["surgical", "KN95", "cloth"] {
+            if set.templates.contains_key(n) {
+                styles.push((
+                    format!("template:{n}"),
+                    MaskStyle::Template {
+                        dir: PathBuf::new(),
+                        name: n.into(),
+                    },
+                ));
+            }
+        }
+    }
+    for (name, style) in &styles {
+        let mut seed = 0u64;
+        let times = bench::time_runs(2, a.masks, || -> Result<()> {
+            let mut img = frame.clone();
+            seed += 1;
+            match (style, &set) {
+                (MaskStyle::Template { name, .. }, Some(set)) => {
+                    set.paint(&mut img, &face, name)?
+                }
+                _ => mask::paint(&mut img, &face, style, seed)?,
+            }
+            Ok(())
+        })?;
+        let med = bench::median(&times).as_secs_f64() * 1e3;
+        rows.push(vec![
+            name.clone(),
+            format!("{med:.2}"),
+            format!("{:.0}", 1e3 / med),
+        ]);
+    }
+    println!(
+        "mask rendering benchmark: one {:.0} px wide face in a 640x480 frame, {} masks per style, 1 thread (includes copying the frame)",
+        face.width(),
+        a.masks
+    );
+    print!(
+        "{}",
+        bench::table(&["style", "ms per mask", "masks/s"], &rows)
+    );
+    Ok(ExitCode::SUCCESS)
 }
