@@ -20,3 +20,4 @@ pub mod imageio;
 pub mod mask;
 pub mod pipeline;
 pub mod presence;
+pub mod source;
