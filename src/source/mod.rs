@@ -48,3 +48,51 @@ pub trait FrameSource: Send {
     /// The next frame, blocking at most for the source's frame period plus its timeout.
     fn next_frame(&mut self) -> Result<Frame, SourceError>;
 }
+
+/// Pixel format asked of a V4L2 camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelFormat {
+    /// Prefer MJPEG, fall back to YUYV.
+    Auto,
+    Mjpeg,
+    Yuyv,
+}
+
+impl std::str::FromStr for PixelFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(PixelFormat::Auto),
+            "mjpeg" | "mjpg" => Ok(PixelFormat::Mjpeg),
+            "yuyv" | "yuy2" => Ok(PixelFormat::Yuyv),
+            other => Err(format!(
+                "unknown pixel format {other:?} (expected auto, mjpeg or yuyv)"
+            )),
+        }
+    }
+}
+
+/// Settings of a V4L2 camera (filled from the daemon's config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V4l2Config {
+    pub device: std::path::PathBuf,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub format: PixelFormat,
+    /// How long `next_frame` waits for the driver before [`SourceError::Timeout`].
+    pub timeout_ms: u64,
+}
+
+impl Default for V4l2Config {
+    fn default() -> Self {
+        V4l2Config {
+            device: "/dev/video0".into(),
+            width: 640,
+            height: 480,
+            fps: 15,
+            format: PixelFormat::Auto,
+            timeout_ms: 2000,
+        }
+    }
+}
