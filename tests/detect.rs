@@ -186,3 +186,64 @@ fn degenerate_images_are_errors_not_panics() {
     let grey = image::RgbImage::from_pixel(64, 48, image::Rgb([128, 128, 128]));
     assert!(det.detect(&grey).unwrap().is_empty());
 }
+
+/// A CMYK JPEG (Adobe, inverted) and a grayscale JPEG of the same photo,
+/// written at test time by the models venv's Pillow, decode to RGB and give
+/// the same face as the RGB original.
+#[test]
+fn cmyk_and_grayscale_jpegs_find_the_same_face() {
+    let models = common::models_dir();
+    let python = std::fs::read_to_string(models.join("PYTHON"))
+        .expect("models/out/PYTHON (written by models/build) names the venv python");
+    let src = models.join("photos/face_recognition/obama.jpg");
+    let dir = tempfile::tempdir().unwrap();
+    let (cmyk, gray) = (dir.path().join("cmyk.jpg"), dir.path().join("gray.jpg"));
+    let script = "import sys\nfrom PIL import Image\nim = Image.open(sys.argv[1])\n\
+                  im.convert('CMYK').save(sys.argv[2], quality=95)\n\
+                  im.convert('L').save(sys.argv[3], quality=95)\n\
+                  assert Image.open(sys.argv[2]).mode == 'CMYK'\n";
+    let st = std::process::Command::new(python.trim())
+        .args(["-c", script])
+        .arg(&src)
+        .arg(&cmyk)
+        .arg(&gray)
+        .status()
+        .unwrap();
+    assert!(st.success(), "Pillow could not write the test JPEGs");
+    let det = detector(DetectorOptions::default());
+    let want = det.detect(&load_rgb(&src).unwrap()).unwrap();
+    assert_eq!(want.len(), 1);
+    // CMYK keeps the colours: the usual tolerance. Grayscale loses them and the
+    // detector's mouth corners move by up to ~3% of the face width.
+    for (path, tol) in [
+        (&cmyk, tolerance(want[0].width())),
+        (&gray, 0.04 * want[0].width()),
+    ] {
+        let img = load_rgb(path).unwrap();
+        let got = det.detect(&img).unwrap();
+        assert_eq!(got.len(), 1, "{}: {got:?}", path.display());
+        let err = landmark_error(&got[0], &want[0].landmarks);
+        assert!(
+            err <= tol,
+            "{}: landmarks {err:.1} px from the RGB original's",
+            path.display()
+        );
+    }
+    // The CMYK decode keeps colour: mean RGB close to the original's.
+    let mean = |img: &image::RgbImage| {
+        let mut m = [0f64; 3];
+        for p in img.pixels() {
+            for c in 0..3 {
+                m[c] += p.0[c] as f64;
+            }
+        }
+        m.map(|v| v / (img.width() * img.height()) as f64)
+    };
+    let (a, b) = (
+        mean(&load_rgb(&src).unwrap()),
+        mean(&load_rgb(&cmyk).unwrap()),
+    );
+    for c in 0..3 {
+        assert!((a[c] - b[c]).abs() < 12.0, "channel {c}: {a:?} vs {b:?}");
+    }
+}
