@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use image::RgbImage;
 use serde::Serialize;
+use tinyvec::TinyVec;
 use tract_onnx::prelude::*;
 
 use crate::bundle::{Bundle, BundleError, Colour, DetectorSection, Kind, Layout};
@@ -189,10 +190,12 @@ pub fn anchors(cfg: &DetectorSection, width: u32, height: u32) -> Vec<[f32; 3]> 
 
 /// Greedy NMS exactly as retina.py: highest score first (stable for ties),
 /// drop every later box whose IoU with a kept box exceeds `iou`.
-pub fn nms(faces: &[Face], iou: f32) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..faces.len()).collect();
+/// Per frame there are a few dozen candidates and a few faces: both lists
+/// live on the stack unless a crowd spills them to the heap.
+pub fn nms(faces: &[Face], iou: f32) -> TinyVec<[usize; 8]> {
+    let mut order: TinyVec<[usize; 64]> = (0..faces.len()).collect();
     order.sort_by(|&a, &b| faces[b].score.total_cmp(&faces[a].score));
-    let mut keep = Vec::new();
+    let mut keep = TinyVec::new();
     while !order.is_empty() {
         let i = order.remove(0);
         keep.push(i);
@@ -595,7 +598,7 @@ mod tests {
             landmarks: [[0.0; 2]; 5],
         };
         let faces = [face(0.0, 0.8), face(1.0, 0.9), face(20.0, 0.7)];
-        assert_eq!(nms(&faces, 0.4), vec![1, 2]);
+        assert_eq!(nms(&faces, 0.4).as_slice(), &[1, 2]);
     }
 
     #[test]

@@ -233,8 +233,8 @@ fn cmyk_and_grayscale_jpegs_find_the_same_face() {
     let mean = |img: &image::RgbImage| {
         let mut m = [0f64; 3];
         for p in img.pixels() {
-            for c in 0..3 {
-                m[c] += p.0[c] as f64;
+            for (acc, v) in m.iter_mut().zip(p.0) {
+                *acc += v as f64;
             }
         }
         m.map(|v| v / (img.width() * img.height()) as f64)
