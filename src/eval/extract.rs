@@ -225,7 +225,10 @@ impl Model {
     }
 
     fn align_tag(&self) -> String {
-        let s = format!("{:?}", (self.align.size, self.align.template, &self.align.border));
+        let s = format!(
+            "{:?}",
+            (self.align.size, self.align.template, &self.align.border)
+        );
         hex(&Sha256::digest(s.as_bytes()))[..8].to_string()
     }
 }

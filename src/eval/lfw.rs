@@ -87,8 +87,7 @@ impl Lfw {
     pub fn open(root: &Path) -> Result<Lfw, EvalError> {
         let pp = root.join("pairs.txt");
         let text = std::fs::read_to_string(&pp).map_err(io_err(&pp))?;
-        let pairs =
-            parse_pairs(&text).map_err(|message| EvalError::Data { path: pp, message })?;
+        let pairs = parse_pairs(&text).map_err(|message| EvalError::Data { path: pp, message })?;
         let dir = root.join("deepfunneled");
         let mut people: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for e in std::fs::read_dir(&dir).map_err(io_err(&dir))? {

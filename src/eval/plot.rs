@@ -44,7 +44,12 @@ fn line(img: &mut RgbImage, (x0, y0): (f64, f64), (x1, y1): (f64, f64), c: [u8; 
 
 fn frame() -> RgbImage {
     let mut img = RgbImage::from_pixel(W, H, Rgb([255, 255, 255]));
-    let (x0, y0, x1, y1) = (M as f64, M as f64, (W as i64 - M) as f64, (H as i64 - M) as f64);
+    let (x0, y0, x1, y1) = (
+        M as f64,
+        M as f64,
+        (W as i64 - M) as f64,
+        (H as i64 - M) as f64,
+    );
     for (a, b) in [((x0, y1), (x1, y1)), ((x0, y0), (x0, y1))] {
         line(&mut img, a, b, [0, 0, 0], 2);
     }
@@ -81,7 +86,13 @@ pub fn roc(
     }
     let mut t = y_lo;
     while t <= 1.0 + 1e-9 {
-        line(&mut img, to_px(0.0, fy(t)), to_px(1.0, fy(t)), [220, 220, 220], 1);
+        line(
+            &mut img,
+            to_px(0.0, fy(t)),
+            to_px(1.0, fy(t)),
+            [220, 220, 220],
+            1,
+        );
         t += 0.1;
     }
     for (c, pts) in curves.iter().enumerate() {

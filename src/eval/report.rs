@@ -162,27 +162,70 @@ pub fn run(o: &Options) -> Result<(), EvalError> {
     let pair_images = d.lfw.pair_images();
     let _ = writeln!(r, "# facegate LFW evaluation\n");
     let _ = writeln!(r, "- command: `{}`", o.command);
-    let _ = writeln!(r, "- embedder: `{}` model sha256 `{}`", model.name, model.sha256);
+    let _ = writeln!(
+        r,
+        "- embedder: `{}` model sha256 `{}`",
+        model.name, model.sha256
+    );
     let _ = writeln!(r, "- detector: {det}");
-    let _ = writeln!(r, "- pipeline version {}; masks: {}", super::PIPELINE_VERSION, o.masks.join(", "));
+    let _ = writeln!(
+        r,
+        "- pipeline version {}; masks: {}",
+        super::PIPELINE_VERSION,
+        o.masks.join(", ")
+    );
     let _ = writeln!(r, "- machine: {}", machine());
-    let _ = writeln!(r, "- data: {} images of {} people; pairs.txt {} pairs ({} images)", d.lfw.images.len(), d.lfw.people.len(), pairs.len(), pair_images.len());
-    let _ = writeln!(r, "- embedding extraction {:.0} s (0 when everything was cached)\n", t_extract);
+    let _ = writeln!(
+        r,
+        "- data: {} images of {} people; pairs.txt {} pairs ({} images)",
+        d.lfw.images.len(),
+        d.lfw.people.len(),
+        pairs.len(),
+        pair_images.len()
+    );
+    let _ = writeln!(
+        r,
+        "- embedding extraction {:.0} s (0 when everything was cached)\n",
+        t_extract
+    );
     let _ = writeln!(r, "Pipeline: detect (RetinaFace, largest face) → align → mask presence → embed. A masked probe is made by painting a mask (seeded by the image name) on the original image at the detected landmarks, then running the whole pipeline again on the masked image. A face the detector misses gets score {FAIL_SCORE} (a non-match at every threshold) and is counted below. M-U: enrolment = first image of the pair unmasked, probe = second image masked.\n");
     // Failures.
     let _ = writeln!(r, "## Detection failures (pair images)\n\n| condition | images | failures |\n| --- | --- | --- |");
     let fails = |t: &Table| pair_images.iter().filter(|i| t.get(i).is_none()).count();
-    let _ = writeln!(r, "| unmasked | {} | {} |", pair_images.len(), fails(&d.unmasked));
+    let _ = writeln!(
+        r,
+        "| unmasked | {} | {} |",
+        pair_images.len(),
+        fails(&d.unmasked)
+    );
     for (l, t) in &d.masked {
         let _ = writeln!(r, "| {l} | {} | {} |", pair_images.len(), fails(t));
     }
     // Conditions.
-    let mut conds = vec![Cond { name: "U-U".into(), renderer: "-", ta: &d.unmasked, tb: &d.unmasked }];
+    let mut conds = vec![Cond {
+        name: "U-U".into(),
+        renderer: "-",
+        ta: &d.unmasked,
+        tb: &d.unmasked,
+    }];
     for (l, t) in &d.masked {
-        conds.push(Cond { name: "M-U".into(), renderer: l, ta: &d.unmasked, tb: t });
-        conds.push(Cond { name: "M-M".into(), renderer: l, ta: t, tb: t });
+        conds.push(Cond {
+            name: "M-U".into(),
+            renderer: l,
+            ta: &d.unmasked,
+            tb: t,
+        });
+        conds.push(Cond {
+            name: "M-M".into(),
+            renderer: l,
+            ta: t,
+            tb: t,
+        });
     }
-    let _ = writeln!(r, "\n## LFW pairs (pairs.txt: 3,000 genuine, 3,000 impostor)\n");
+    let _ = writeln!(
+        r,
+        "\n## LFW pairs (pairs.txt: 3,000 genuine, 3,000 impostor)\n"
+    );
     let _ = writeln!(r, "10-fold accuracy: threshold chosen on 9 folds, tested on the 10th (folds are person-disjoint). TAR at FAR from the 3,000 impostor pairs: FAR 1e-3 means at most 3 impostors accepted, FAR 1e-4 means none (floor(1e-4 × 3000) = 0), so that column is 'no impostor accepted'.\n");
     let _ = writeln!(r, "| condition | masks | 10-fold accuracy | ± std | mean threshold | TAR @ FAR 1e-2 | TAR @ 1e-3 | TAR @ 1e-4 | EER |");
     let _ = writeln!(r, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
@@ -194,12 +237,31 @@ pub fn run(o: &Options) -> Result<(), EvalError> {
         let mut imp: Vec<f32> = s.iter().filter(|p| !p.1).map(|p| p.0).collect();
         let e = eer(&gen, &imp);
         sort_desc(&mut imp);
-        let tars: Vec<f64> = [1e-2, 1e-3, 1e-4].iter().map(|&f| tar_at_far(&gen, &imp, f).0).collect();
+        let tars: Vec<f64> = [1e-2, 1e-3, 1e-4]
+            .iter()
+            .map(|&f| tar_at_far(&gen, &imp, f).0)
+            .collect();
         summary.insert(format!("{} {}", c.name, c.renderer), m);
-        let _ = writeln!(r, "| {} | {} | {} | {:.2} | {:.3} | {} | {} | {} | {} |", c.name, c.renderer, pct(m), 100.0 * sd, t, pct(tars[0]), pct(tars[1]), pct(tars[2]), pct(e));
+        let _ = writeln!(
+            r,
+            "| {} | {} | {} | {:.2} | {:.3} | {} | {} | {} | {} |",
+            c.name,
+            c.renderer,
+            pct(m),
+            100.0 * sd,
+            t,
+            pct(tars[0]),
+            pct(tars[1]),
+            pct(tars[2]),
+            pct(e)
+        );
     }
     // Large impostor set.
-    let _ = writeln!(r, "\n## Large impostor set: every pair among the {} pair images\n", pair_images.len());
+    let _ = writeln!(
+        r,
+        "\n## Large impostor set: every pair among the {} pair images\n",
+        pair_images.len()
+    );
     let mut big_rows = String::new();
     let mut curves: HashMap<String, Vec<Vec<(f64, f64)>>> = HashMap::new();
     let mut n_imp = 0usize;
@@ -209,9 +271,35 @@ pub fn run(o: &Options) -> Result<(), EvalError> {
         n_imp = imp.len();
         let e = eer(&gen, &imp);
         sort_desc(&mut imp);
-        let tars: Vec<(f64, f32)> = [1e-2, 1e-3, 1e-4, 1e-5].iter().map(|&f| { let x = tar_at_far(&gen, &imp, f); (x.0, x.1) }).collect();
-        let _ = writeln!(big_rows, "| {} | {} | {} | {} | {} ({:.3}) | {} ({:.3}) | {} ({:.3}) | {} ({:.3}) | {} |", c.name, c.renderer, gen.len(), imp.len(), pct(tars[0].0), tars[0].1, pct(tars[1].0), tars[1].1, pct(tars[2].0), tars[2].1, pct(tars[3].0), tars[3].1, pct(e));
-        let key = if c.renderer == "-" { "all".to_string() } else { c.renderer.to_string() };
+        let tars: Vec<(f64, f32)> = [1e-2, 1e-3, 1e-4, 1e-5]
+            .iter()
+            .map(|&f| {
+                let x = tar_at_far(&gen, &imp, f);
+                (x.0, x.1)
+            })
+            .collect();
+        let _ = writeln!(
+            big_rows,
+            "| {} | {} | {} | {} | {} ({:.3}) | {} ({:.3}) | {} ({:.3}) | {} ({:.3}) | {} |",
+            c.name,
+            c.renderer,
+            gen.len(),
+            imp.len(),
+            pct(tars[0].0),
+            tars[0].1,
+            pct(tars[1].0),
+            tars[1].1,
+            pct(tars[2].0),
+            tars[2].1,
+            pct(tars[3].0),
+            tars[3].1,
+            pct(e)
+        );
+        let key = if c.renderer == "-" {
+            "all".to_string()
+        } else {
+            c.renderer.to_string()
+        };
         let pts = roc(&gen, &imp, 200);
         curves.entry(key.clone()).or_default().push(pts.clone());
         if c.name == "U-U" {
@@ -223,7 +311,12 @@ pub fn run(o: &Options) -> Result<(), EvalError> {
             let f = format!("scores-{}-{}.png", c.name, key);
             plot::histograms(&o.out.join(&f), &[&gen, &imp], -0.4, 1.0, 140)?;
         }
-        log::info!("{} {}: all pairs in {:.1} s", c.name, c.renderer, t0.elapsed().as_secs_f64());
+        log::info!(
+            "{} {}: all pairs in {:.1} s",
+            c.name,
+            c.renderer,
+            t0.elapsed().as_secs_f64()
+        );
     }
     let _ = writeln!(r, "{n_imp} impostor pairs (the resolution of FAR 1e-5 is {:.0} accepted impostors); genuine = every same-person pair among them. Cells: TAR (threshold).\n", n_imp as f64 * 1e-5);
     let _ = writeln!(r, "| condition | masks | genuine | impostors | TAR @ FAR 1e-2 | TAR @ 1e-3 | TAR @ 1e-4 | TAR @ 1e-5 | EER |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n{big_rows}");
@@ -238,11 +331,22 @@ pub fn run(o: &Options) -> Result<(), EvalError> {
     for (l, _) in &d.masked {
         let _ = writeln!(r, "![scores M-U {l}](scores-M-U-{l}.png)\n\nScore distributions, M-U with {l} masks, x = cosine −0.4 … 1 (grid per 0.1), each curve scaled to its peak: blue genuine, red impostor.\n");
     }
-    let _ = writeln!(r, "![scores U-U](scores-U-U-all.png)\n\nScore distributions U-U (as above).\n");
+    let _ = writeln!(
+        r,
+        "![scores U-U](scores-U-U-all.png)\n\nScore distributions U-U (as above).\n"
+    );
     // Compare bundle.
     if let Some((name, u, ms)) = &d.compare {
         let _ = writeln!(r, "## {} vs {} (quantisation cost, pairs.txt)\n\n| bundle | condition | 10-fold accuracy | TAR @ FAR 1e-3 (3,000 impostors) | EER |\n| --- | --- | --- | --- | --- |", model.name, name);
-        let mut rows = vec![(model.name.clone(), "U-U".to_string(), &d.unmasked, &d.unmasked), (name.clone(), "U-U".to_string(), u, u)];
+        let mut rows = vec![
+            (
+                model.name.clone(),
+                "U-U".to_string(),
+                &d.unmasked,
+                &d.unmasked,
+            ),
+            (name.clone(), "U-U".to_string(), u, u),
+        ];
         for ((l, t), (_, ct)) in d.masked.iter().zip(ms) {
             rows.push((model.name.clone(), format!("M-U {l}"), &d.unmasked, t));
             rows.push((name.clone(), format!("M-U {l}"), u, ct));
@@ -253,33 +357,82 @@ pub fn run(o: &Options) -> Result<(), EvalError> {
             let mut imp: Vec<f32> = s.iter().filter(|p| !p.1).map(|p| p.0).collect();
             let e = eer(&gen, &imp);
             sort_desc(&mut imp);
-            let _ = writeln!(r, "| {b} | {c} | {} | {} | {} |", pct(ten_fold(&s).0), pct(tar_at_far(&gen, &imp, 1e-3).0), pct(e));
+            let _ = writeln!(
+                r,
+                "| {b} | {c} | {} | {} | {} |",
+                pct(ten_fold(&s).0),
+                pct(tar_at_far(&gen, &imp, 1e-3).0),
+                pct(e)
+            );
         }
         let _ = writeln!(r);
     }
     // Calibration.
-    let cal_images: Vec<String> = d.calibration_people.iter().flat_map(|p| d.lfw.people[p].iter().cloned()).collect();
+    let cal_images: Vec<String> = d
+        .calibration_people
+        .iter()
+        .flat_map(|p| d.lfw.people[p].iter().cloned())
+        .collect();
     if let Some((l, mt)) = d.masked.first() {
-        let (gu, mut iu) = o_pool(o.threads, || all_pairs(&cal_images, &d.unmasked, &d.unmasked));
+        let (gu, mut iu) = o_pool(o.threads, || {
+            all_pairs(&cal_images, &d.unmasked, &d.unmasked)
+        });
         let (gm, mut im) = o_pool(o.threads, || all_pairs(&cal_images, &d.unmasked, mt));
         sort_desc(&mut iu);
         sort_desc(&mut im);
         let cal = |g: &[f32], i: &[f32]| {
             let (t, far) = threshold_at_far(i, o.target_far);
-            Calibrated { threshold: t, far_target: o.target_far, far, frr: 1.0 - rate_at_or_above(g, t), genuine: g.len(), impostors: i.len() }
+            Calibrated {
+                threshold: t,
+                far_target: o.target_far,
+                far,
+                frr: 1.0 - rate_at_or_above(g, t),
+                genuine: g.len(),
+                impostors: i.len(),
+            }
         };
         let (cu, cm) = (cal(&gu, &iu), cal(&gm, &im));
         // The same thresholds on the reported (pairs) data.
-        let (pg, mut pi) = o_pool(o.threads, || all_pairs(&pair_images, &d.unmasked, &d.unmasked));
+        let (pg, mut pi) = o_pool(o.threads, || {
+            all_pairs(&pair_images, &d.unmasked, &d.unmasked)
+        });
         let (pgm, mut pim) = o_pool(o.threads, || all_pairs(&pair_images, &d.unmasked, mt));
         sort_desc(&mut pi);
         sort_desc(&mut pim);
-        let far_at = |i: &[f32], t: f32| i.partition_point(|&s| s >= t) as f64 / i.len().max(1) as f64;
+        let far_at =
+            |i: &[f32], t: f32| i.partition_point(|&s| s >= t) as f64 / i.len().max(1) as f64;
         let _ = writeln!(r, "## Calibrated thresholds (target FAR {:e} per attempt)\n\nChosen on the {} people ({} images) that appear in no pair of pairs.txt — none of the figures above uses them. Masked probes: {l} masks, against unmasked enrolment. Then checked on the pair images (every pair, as above).\n", o.target_far, d.calibration_people.len(), cal_images.len());
         let _ = writeln!(r, "| probe | threshold | calibration genuine / impostors | FAR (calibration) | FRR (calibration) | FAR (pair images) | FRR (pair images) |\n| --- | --- | --- | --- | --- | --- | --- |");
-        let _ = writeln!(r, "| unmasked | {:.4} | {} / {} | {:.2e} | {} | {:.2e} | {} |", cu.threshold, cu.genuine, cu.impostors, cu.far, pct(cu.frr), far_at(&pi, cu.threshold), pct(1.0 - rate_at_or_above(&pg, cu.threshold)));
-        let _ = writeln!(r, "| masked | {:.4} | {} / {} | {:.2e} | {} | {:.2e} | {} |\n", cm.threshold, cm.genuine, cm.impostors, cm.far, pct(cm.frr), far_at(&pim, cm.threshold), pct(1.0 - rate_at_or_above(&pgm, cm.threshold)));
-        let toml = thresholds_toml(&model.name, &model.sha256, &cu, &cm, d.calibration_people.len(), l);
+        let _ = writeln!(
+            r,
+            "| unmasked | {:.4} | {} / {} | {:.2e} | {} | {:.2e} | {} |",
+            cu.threshold,
+            cu.genuine,
+            cu.impostors,
+            cu.far,
+            pct(cu.frr),
+            far_at(&pi, cu.threshold),
+            pct(1.0 - rate_at_or_above(&pg, cu.threshold))
+        );
+        let _ = writeln!(
+            r,
+            "| masked | {:.4} | {} / {} | {:.2e} | {} | {:.2e} | {} |\n",
+            cm.threshold,
+            cm.genuine,
+            cm.impostors,
+            cm.far,
+            pct(cm.frr),
+            far_at(&pim, cm.threshold),
+            pct(1.0 - rate_at_or_above(&pgm, cm.threshold))
+        );
+        let toml = thresholds_toml(
+            &model.name,
+            &model.sha256,
+            &cu,
+            &cm,
+            d.calibration_people.len(),
+            l,
+        );
         let p = o.out.join("thresholds.toml");
         std::fs::write(&p, toml).map_err(io_err(&p))?;
         let _ = writeln!(r, "Written to `thresholds.toml` (copy to `models/thresholds.toml` for the models pipeline).\n");
@@ -293,7 +446,10 @@ pub fn run(o: &Options) -> Result<(), EvalError> {
 }
 
 fn o_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
-    match rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build() {
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+    {
         Ok(p) => p.install(f),
         Err(_) => f(),
     }
@@ -302,8 +458,18 @@ fn o_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    format!("{cpu}, {cores} cores, {} {}", std::env::consts::OS, std::env::consts::ARCH)
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!(
+        "{cpu}, {cores} cores, {} {}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
 }
