@@ -24,6 +24,7 @@ pub fn thresholds_toml(
     sha256: &str,
     unmasked: &Calibrated,
     masked: &Calibrated,
+    images: usize,
     people: usize,
     renderer: &str,
 ) -> String {
@@ -32,7 +33,7 @@ pub fn thresholds_toml(
         s,
         "# Operating thresholds (cosine) per embedder bundle, written by `facegate eval lfw`\n\
          # (issue 6) and copied by models/build's manifest step into each bundle's [thresholds].\n\
-         # Chosen at the target FAR per attempt on LFW people that appear in no pair of pairs.txt.\n"
+         # Chosen at the target FAR per attempt on LFW images that are not among the pairs.txt images.\n"
     );
     let _ = writeln!(s, "[{bundle:?}]");
     let _ = writeln!(s, "status = \"calibrated\"");
@@ -45,12 +46,12 @@ pub fn thresholds_toml(
     let _ = writeln!(s, "pipeline_version = {}", super::PIPELINE_VERSION);
     let _ = writeln!(
         s,
-        "data = \"LFW deep-funneled, {people} people outside pairs.txt: unmasked {}/{} genuine/impostor pairs; masked probes ({renderer}) vs unmasked enrolment {}/{}\"",
+        "data = \"LFW deep-funneled, {images} images of {people} people not among the pairs.txt images: unmasked {}/{} genuine/impostor pairs; masked probes ({renderer}) vs unmasked enrolment {}/{}\"",
         unmasked.genuine, unmasked.impostors, masked.genuine, masked.impostors
     );
     let _ = writeln!(
         s,
-        "note = \"unmasked: probe without a mask (mask presence); masked: probe with a mask. FRR per attempt on the calibration people.\""
+        "note = \"unmasked: probe without a mask (mask presence); masked: probe with a mask. FRR per attempt on the calibration images.\""
     );
     s
 }
