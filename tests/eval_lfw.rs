@@ -17,11 +17,13 @@ use facegate::eval::lfw::Lfw;
 use facegate::eval::report::pair_scores;
 use facegate::eval::stats::{accuracy, best_threshold, eer};
 
-/// Floors (fraction correct at the fold's best threshold; EER).
-const FLOOR_UU_ACC: f64 = 0.0;
-const FLOOR_MU_ACC: f64 = 0.0;
-const CEIL_UU_EER: f64 = 1.0;
-const CEIL_MU_EER: f64 = 1.0;
+/// Floors and ceilings. Measured when written (facenet-int8-qlinear,
+/// pipeline version 1, fold 0, accuracy at the fold's own best threshold):
+/// U-U 98.17 %, EER 2.67 %; M-U (procedural) 91.33 %, EER 9.67 %.
+const FLOOR_UU_ACC: f64 = 0.96;
+const FLOOR_MU_ACC: f64 = 0.88;
+const CEIL_UU_EER: f64 = 0.045;
+const CEIL_MU_EER: f64 = 0.13;
 
 #[test]
 fn lfw_one_fold_accuracy_floors() {
