@@ -116,3 +116,21 @@ fn lfw_one_fold_accuracy_floors() {
         );
     }
 }
+
+/// models/thresholds.toml (written by `facegate eval lfw`, copied into the
+/// manifests by models/build) must read as the manifest's `[thresholds]`.
+#[test]
+fn committed_thresholds_read_as_manifest_thresholds() {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/thresholds.toml");
+    let text = std::fs::read_to_string(&p).expect("models/thresholds.toml");
+    let doc: toml::Table = toml::from_str(&text).unwrap();
+    assert!(doc.contains_key(DEFAULT_EMBEDDER), "{DEFAULT_EMBEDDER} not calibrated");
+    for (name, v) in doc {
+        let t: facegate::bundle::Thresholds = v.try_into().unwrap();
+        assert_eq!(t.status, "calibrated", "{name}");
+        for x in [t.unmasked, t.masked] {
+            let x = x.unwrap_or_else(|| panic!("{name}: missing threshold"));
+            assert!((-1.0..=1.0).contains(&x), "{name}: {x}");
+        }
+    }
+}

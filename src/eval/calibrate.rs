@@ -37,8 +37,11 @@ pub fn thresholds_toml(
     );
     let _ = writeln!(s, "[{bundle:?}]");
     let _ = writeln!(s, "status = \"calibrated\"");
-    let _ = writeln!(s, "unmasked = {:.4}", unmasked.threshold);
-    let _ = writeln!(s, "masked = {:.4}", masked.threshold);
+    // Rounded up, so the rounding never lowers a threshold below the
+    // calibrated FAR bound.
+    let up = |t: f32| (t as f64 * 1e4).ceil() / 1e4;
+    let _ = writeln!(s, "unmasked = {:.4}", up(unmasked.threshold));
+    let _ = writeln!(s, "masked = {:.4}", up(masked.threshold));
     let _ = writeln!(s, "target_far = {:e}", unmasked.far_target);
     let _ = writeln!(s, "frr_unmasked = {:.4}", unmasked.frr);
     let _ = writeln!(s, "frr_masked = {:.4}", masked.frr);

@@ -132,19 +132,46 @@ pub fn pair_scores(pairs: &[Pair], ta: &Table, tb: &Table) -> Vec<(f32, bool, us
 /// Every pair i < j of `images`: enrolment i from `ta`, probe j from `tb`.
 /// Returns (genuine scores, impostor scores).
 pub fn all_pairs(images: &[String], ta: &Table, tb: &Table) -> (Vec<f32>, Vec<f32>) {
+    all_pairs_multi(images, &[ta], tb)
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let tail: f32 = a
+        .chunks_exact(8)
+        .remainder()
+        .iter()
+        .zip(b.chunks_exact(8).remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// As [`all_pairs`], with several enrolment templates per image (one per
+/// table in `enrol`): the score is the best over the templates (how the
+/// gallery scan decides). A failed template is skipped; no template or a
+/// failed probe gives [`FAIL_SCORE`].
+pub fn all_pairs_multi(images: &[String], enrol: &[&Table], tb: &Table) -> (Vec<f32>, Vec<f32>) {
     let n = images.len();
-    let emb = |t: &Table, i: &String| t.get(i).map(|e| e.to_vec());
-    let ea: Vec<Option<Vec<f32>>> = images.iter().map(|i| emb(ta, i)).collect();
-    let eb: Vec<Option<Vec<f32>>> = images.iter().map(|i| emb(tb, i)).collect();
+    let ea: Vec<Vec<&[f32]>> = images
+        .iter()
+        .map(|i| enrol.iter().filter_map(|t| t.get(i)).collect())
+        .collect();
+    let eb: Vec<Option<&[f32]>> = images.iter().map(|i| tb.get(i)).collect();
     let who: Vec<&str> = images.iter().map(|i| person(i)).collect();
     let parts: Vec<(Vec<f32>, Vec<f32>)> = (1..n)
         .into_par_iter()
         .map(|j| {
             let (mut g, mut im) = (Vec::new(), Vec::with_capacity(j));
             for i in 0..j {
-                let s = match (&ea[i], &eb[j]) {
-                    (Some(x), Some(y)) => x.iter().zip(y).map(|(a, b)| a * b).sum::<f32>(),
-                    _ => FAIL_SCORE,
+                let s = match eb[j] {
+                    Some(y) => ea[i].iter().map(|x| dot(x, y)).fold(FAIL_SCORE, f32::max),
+                    None => FAIL_SCORE,
                 };
                 if who[i] == who[j] {
                     g.push(s);
@@ -162,6 +189,117 @@ pub fn all_pairs(images: &[String], ta: &Table, tb: &Table) -> (Vec<f32>, Vec<f3
         im.extend(b);
     }
     (g, im)
+}
+
+/// Enrolment strategies on every pair among the pair images, at the
+/// calibrated thresholds `tu` (unmasked probe) and `tm` (masked probe).
+fn enrolment_section(o: &Options, d: &Data, images: &[String], tu: f32, tm: f32) -> String {
+    let mut r = String::new();
+    let _ = writeln!(
+        r,
+        "## Enrolment strategies (every pair among the pair images)
+"
+    );
+    let _ = writeln!(r, "Enrolment image i, probe image j (i < j). *Unmasked only*: one template per enrolment, the unmasked image. *+ synthetic masked*: also a template of the enrolment image with a procedural mask painted on it (the daemon's enrolment augmentation), the score is the best of the two. *Presence-chosen threshold*: unmasked-only templates; the probe's mask presence (skin share < {}) picks the calibrated masked threshold {tm:.4}, else the unmasked threshold {tu:.4}. FAR/FRR columns are at those calibrated thresholds; a probe set is all unmasked or all masked probes.\n", crate::presence::DEFAULT_THRESHOLD);
+    let _ = writeln!(r, "| probes | enrolment | TAR @ FAR 1e-3 | TAR @ 1e-4 | EER | threshold rule | FAR | FRR |\n| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let aug = d.masked.first().map(|m| &m.1);
+    let mut probes: Vec<(String, &Table)> = vec![("unmasked".into(), &d.unmasked)];
+    for (l, t) in &d.masked {
+        probes.push((format!("masked ({l})"), t));
+    }
+    for (pl, pt) in probes {
+        // Presence of each probe picks its threshold.
+        let thr: Vec<f32> = images
+            .iter()
+            .map(|j| match pt.skin(j) {
+                Some(s) if s < crate::presence::DEFAULT_THRESHOLD => tm,
+                _ => tu,
+            })
+            .collect();
+        let masked_share =
+            thr.iter().filter(|&&t| t == tm).count() as f64 / thr.len().max(1) as f64;
+        let mut strategies: Vec<(&str, Vec<&Table>)> = vec![("unmasked only", vec![&d.unmasked])];
+        if let Some(a) = aug {
+            strategies.push(("+ synthetic masked (procedural)", vec![&d.unmasked, a]));
+        }
+        for (el, enrol) in strategies {
+            let (gen, mut imp) = o_pool(o.threads, || all_pairs_multi(images, &enrol, pt));
+            let e = eer(&gen, &imp);
+            sort_desc(&mut imp);
+            let t3 = tar_at_far(&gen, &imp, 1e-3).0;
+            let t4 = tar_at_far(&gen, &imp, 1e-4).0;
+            let at = |t: f32| {
+                (
+                    imp.partition_point(|&s| s >= t) as f64 / imp.len().max(1) as f64,
+                    1.0 - rate_at_or_above(&gen, t),
+                )
+            };
+            let (fu, ru) = at(tu);
+            let (fm, rm) = at(tm);
+            let _ = writeln!(
+                r,
+                "| {pl} | {el} | {} | {} | {} | unmasked threshold | {fu:.2e} | {} |",
+                pct(t3),
+                pct(t4),
+                pct(e),
+                pct(ru)
+            );
+            let _ = writeln!(r, "| | | | | | masked threshold | {fm:.2e} | {} |", pct(rm));
+            if el == "unmasked only" {
+                // Presence-chosen: per-probe threshold, counted directly.
+                let (ga, gn, ia, inn) = presence_counts(images, &d.unmasked, pt, &thr);
+                let _ = writeln!(
+                    r,
+                    "| | | | | | presence-chosen ({} of probes judged masked) | {:.2e} | {} |",
+                    pct(masked_share),
+                    ia as f64 / inn.max(1) as f64,
+                    pct(1.0 - ga as f64 / gn.max(1) as f64)
+                );
+            }
+        }
+    }
+    r
+}
+
+/// Accepted genuine / impostor counts with a per-probe threshold.
+fn presence_counts(
+    images: &[String],
+    ta: &Table,
+    tb: &Table,
+    thr: &[f32],
+) -> (usize, usize, usize, usize) {
+    let who: Vec<&str> = images.iter().map(|i| person(i)).collect();
+    (1..images.len())
+        .into_par_iter()
+        .map(|j| {
+            let mut c = (0, 0, 0, 0);
+            let Some(y) = tb.get(&images[j]) else {
+                for i in 0..j {
+                    if who[i] == who[j] {
+                        c.1 += 1
+                    } else {
+                        c.3 += 1
+                    }
+                }
+                return c;
+            };
+            for i in 0..j {
+                let s = ta.get(&images[i]).map_or(FAIL_SCORE, |x| dot(x, y));
+                let acc = s >= thr[j];
+                if who[i] == who[j] {
+                    c.1 += 1;
+                    c.0 += acc as usize;
+                } else {
+                    c.3 += 1;
+                    c.2 += acc as usize;
+                }
+            }
+            c
+        })
+        .reduce(
+            || (0, 0, 0, 0),
+            |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3),
+        )
 }
 
 fn pct(x: f64) -> String {
@@ -461,6 +599,9 @@ pub fn run(o: &Options) -> Result<(), EvalError> {
         let p = o.out.join("thresholds.toml");
         std::fs::write(&p, toml).map_err(io_err(&p))?;
         let _ = writeln!(r, "Written to `thresholds.toml` (copy to `models/thresholds.toml` for the models pipeline).\n");
+        r.push_str(&o_pool(o.threads, || {
+            enrolment_section(o, &d, &pair_images, cu.threshold, cm.threshold)
+        }));
     }
     let _ = writeln!(r, "Total time {:.0} s.", t_start.elapsed().as_secs_f64());
     let p = o.out.join("report.md");
