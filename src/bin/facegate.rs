@@ -91,7 +91,7 @@ struct EvalLfwArgs {
     #[arg(long, default_value = "procedural", value_delimiter = ',')]
     masks: Vec<String>,
     /// Also evaluate this bundle (e.g. facenet-fp32) on the pairs, unmasked
-    /// and with the first mask renderer.
+    /// and with the first mask renderer (`NAME:unmasked`: unmasked only).
     #[arg(long, value_name = "BUNDLE")]
     compare: Option<String>,
     /// Target false-accept rate per attempt for the calibrated thresholds.

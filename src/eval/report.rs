@@ -96,14 +96,19 @@ pub fn extract_all(o: &Options) -> Result<(Data, Model, String), EvalError> {
         ));
     }
     let compare = match &o.compare {
-        Some(c) => {
-            let cm = Model::load(&o.models, c)?;
+        Some(spec) => {
+            // `NAME` or `NAME:unmasked` (skip the masked condition).
+            let (c, only_unmasked) = match spec.strip_suffix(":unmasked") {
+                Some(c) => (c.to_string(), true),
+                None => (spec.clone(), false),
+            };
+            let cm = Model::load(&o.models, &c)?;
             let u = front.extract(&cm, &Renderer::Unmasked, &pair_images)?;
             let mut ms = Vec::new();
-            if let Some(r) = renderers.first() {
+            if let Some(r) = renderers.first().filter(|_| !only_unmasked) {
                 ms.push((r.label().to_string(), front.extract(&cm, r, &pair_images)?));
             }
-            Some((c.clone(), u, ms))
+            Some((c, u, ms))
         }
         None => None,
     };
