@@ -124,7 +124,10 @@ fn committed_thresholds_read_as_manifest_thresholds() {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/thresholds.toml");
     let text = std::fs::read_to_string(&p).expect("models/thresholds.toml");
     let doc: toml::Table = toml::from_str(&text).unwrap();
-    assert!(doc.contains_key(DEFAULT_EMBEDDER), "{DEFAULT_EMBEDDER} not calibrated");
+    assert!(
+        doc.contains_key(DEFAULT_EMBEDDER),
+        "{DEFAULT_EMBEDDER} not calibrated"
+    );
     for (name, v) in doc {
         let t: facegate::bundle::Thresholds = v.try_into().unwrap();
         assert_eq!(t.status, "calibrated", "{name}");
