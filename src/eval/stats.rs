@@ -190,14 +190,17 @@ mod tests {
         let (t, a) = threshold_at_far(&imp, 0.3);
         assert!(t > 0.1 && t <= 0.5 && (a - 0.3).abs() < 1e-9, "{t} {a}");
         let (tar, _, _) = tar_at_far(&[0.6, 0.5, 0.2], &imp, 0.3);
-        assert!((tar - 2.0 / 3.0).abs() < 1e-9);
+        assert!((tar - 1.0).abs() < 1e-9, "{tar}");
+        let (tar, _, _) = tar_at_far(&[0.6, 0.5, 0.2], &imp, 0.2);
+        assert!((tar - 1.0 / 3.0).abs() < 1e-9, "{tar}");
     }
 
     #[test]
     fn eer_of_separable_and_overlapping() {
         assert!(eer(&[0.9, 0.8], &[0.1, 0.2]) < 1e-9);
-        let e = eer(&[0.1, 0.2, 0.3, 0.4], &[0.15, 0.25, 0.35, 0.45]);
-        assert!(e > 0.2 && e < 0.5, "{e}");
+        // FAR = FRR = 1/4 at threshold 0.5.
+        let e = eer(&[0.4, 0.6, 0.7, 0.8], &[0.1, 0.2, 0.3, 0.5]);
+        assert!((e - 0.25).abs() < 1e-9, "{e}");
     }
 
     #[test]
