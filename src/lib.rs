@@ -15,6 +15,7 @@ pub mod bundle;
 pub mod detect;
 pub mod draw;
 pub mod embed;
+pub mod eval;
 pub mod gallery;
 pub mod imageio;
 pub mod mask;

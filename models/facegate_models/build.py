@@ -30,7 +30,32 @@ def build_key() -> str:
     for p in sorted(HERE.glob("*.py")) + [HERE.parent / "requirements.txt"]:
         h.update(p.name.encode())
         h.update(p.read_bytes())
+    # Calibrated thresholds (written by `facegate eval lfw`, issue 6) go
+    # into the manifests, so a changed file must rebuild them.
+    if THRESHOLDS.exists():
+        h.update(THRESHOLDS.name.encode())
+        h.update(THRESHOLDS.read_bytes())
     return h.hexdigest()
+
+
+THRESHOLDS = HERE.parent / "thresholds.toml"
+
+
+def thresholds_for(name: str, model_sha256: str, uncalibrated: dict) -> dict:
+    """The [thresholds] of bundle `name`: models/thresholds.toml's table for
+    it when that table was calibrated on this very model (same sha256),
+    else `uncalibrated`."""
+    if not THRESHOLDS.exists():
+        return uncalibrated
+    import tomllib
+    t = tomllib.loads(THRESHOLDS.read_text()).get(name)
+    if not t:
+        return uncalibrated
+    if t.get("model_sha256") != model_sha256:
+        print(f"models/thresholds.toml: {name} was calibrated on model {t.get('model_sha256')}, "
+              f"this build made {model_sha256}: left uncalibrated (rerun facegate eval lfw)", file=sys.stderr)
+        return uncalibrated
+    return dict(t)
 
 
 def sha256_file(p: Path) -> str:
@@ -186,17 +211,18 @@ def build(work: Path, dl: Path) -> None:
                   "note": "set by the evaluation (issue #6); until then the daemon refuses to decide without an explicit threshold in its config"}
 
     def facenet_manifest(d: Path, name: str, precision: str, extra_prov: dict) -> None:
+        model_sha = sha256_file(d / "model.onnx")
         manifest.write(d / "manifest.toml", {
             "schema": manifest.SCHEMA, "name": name, "kind": "embedder",
             "version": f"20180408-102900+{precision}",
-            "model": {"file": "model.onnx", "sha256": sha256_file(d / "model.onnx"),
+            "model": {"file": "model.onnx", "sha256": model_sha,
                       "bytes": (d / "model.onnx").stat().st_size, "format": "onnx",
                       "precision": precision},
             "input": common_input,
             "output": {"name": convert.FACENET_OUTPUT, "dim": 512, "l2_normalised": True},
             "align": common_align,
             "provenance": {**facenet_prov, **extra_prov},
-            "thresholds": thresholds,
+            "thresholds": thresholds_for(name, model_sha, thresholds),
         })
 
     facenet_manifest(fdir, "facenet-fp32", "fp32", {})

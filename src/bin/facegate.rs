@@ -60,6 +60,49 @@ enum Cmd {
     /// Benchmarks that print a table.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Measure recognition accuracy with the product's pipeline (see docs/ACCURACY.md).
+    #[command(subcommand)]
+    Eval(EvalCmd),
+}
+
+#[derive(Subcommand)]
+enum EvalCmd {
+    /// LFW: 10-fold accuracy, TAR at FAR, EER, open-set, the seed report's
+    /// protocol, enrolment strategies, calibrated thresholds; writes
+    /// <out>/report.md and PNG plots.
+    Lfw(EvalLfwArgs),
+}
+
+#[derive(Args)]
+struct EvalLfwArgs {
+    /// LFW folder holding deepfunneled/ and pairs.txt.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Report folder (report.md, PNGs, thresholds.toml).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Embedder bundle to evaluate.
+    #[arg(long, default_value = bundle::DEFAULT_EMBEDDER)]
+    bundle: String,
+    /// Detector bundle.
+    #[arg(long, default_value = bundle::DEFAULT_DETECTOR)]
+    detector: String,
+    /// Mask renderers, comma-separated: procedural, templates:<dir>.
+    #[arg(long, default_value = "procedural", value_delimiter = ',')]
+    masks: Vec<String>,
+    /// Also evaluate this bundle (e.g. facenet-fp32) on the pairs, unmasked
+    /// and with the first mask renderer (`NAME:unmasked`: unmasked only).
+    #[arg(long, value_name = "BUNDLE")]
+    compare: Option<String>,
+    /// Target false-accept rate per attempt for the calibrated thresholds.
+    #[arg(long, default_value_t = 1e-4)]
+    target_far: f64,
+    /// Embedding cache (default ~/.cache/facegate/eval).
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
 }
 
 #[derive(Args, Clone)]
@@ -331,6 +374,7 @@ fn main() -> ExitCode {
         Cmd::Bench(BenchCmd::Scan(a)) => bench_scan(a),
         Cmd::Bench(BenchCmd::Detect(a)) => bench_detect(&models, a),
         Cmd::Bench(BenchCmd::Mask(a)) => bench_mask(&models, a),
+        Cmd::Eval(EvalCmd::Lfw(a)) => eval_lfw(&models, a),
     };
     match result {
         Ok(code) => code,
@@ -1094,5 +1138,26 @@ fn bench_mask(models: &Path, a: BenchMaskArgs) -> Result<ExitCode> {
         "{}",
         bench::table(&["style", "ms per mask", "masks/s"], &rows)
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn eval_lfw(models: &Path, a: EvalLfwArgs) -> Result<ExitCode> {
+    let cache = a.cache.unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/facegate/eval")
+    });
+    let o = facegate::eval::report::Options {
+        data: a.data,
+        out: a.out,
+        models: models.to_path_buf(),
+        bundle: a.bundle,
+        detector: a.detector,
+        masks: a.masks,
+        compare: a.compare,
+        target_far: a.target_far,
+        cache,
+        threads: a.threads,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    facegate::eval::report::run(&o)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,67 @@
+//! Recognition accuracy, measured with the product's own pipeline (issue 6).
+//!
+//! [`lfw`] reads the LFW layout and pairs; [`cache`] keeps per-image
+//! results on disk (append-only, so an interrupted run resumes);
+//! [`extract`] runs detect → (mask → detect) → align → presence → embed on
+//! every image of a condition; [`stats`] holds the metrics (10-fold
+//! accuracy, TAR at FAR, EER, open-set DIR); [`plot`] draws PNG charts
+//! without any system font; [`report`] runs every protocol and writes
+//! `report.md`; [`calibrate`] chooses the daemon's thresholds.
+
+pub mod cache;
+pub mod calibrate;
+pub mod extract;
+pub mod lfw;
+pub mod plot;
+pub mod report;
+pub mod stats;
+
+use std::path::PathBuf;
+
+/// Bump when anything that changes a cached result changes (detector
+/// options, face choice, mask seeding, presence rule, alignment code).
+pub const PIPELINE_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Data { path: PathBuf, message: String },
+    #[error(transparent)]
+    Bundle(#[from] crate::bundle::BundleError),
+    #[error(transparent)]
+    Detect(#[from] crate::detect::DetectError),
+    #[error(transparent)]
+    Embed(#[from] crate::embed::EmbedError),
+    #[error(transparent)]
+    Align(#[from] crate::align::AlignError),
+    #[error(transparent)]
+    Mask(#[from] crate::mask::MaskError),
+    #[error(transparent)]
+    Template(#[from] crate::mask::template::TemplateError),
+    #[error("plot {path}: {message}")]
+    Plot { path: PathBuf, message: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
+    move |source| EvalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// FNV-1a, for seeds derived from image names (stable across platforms).
+pub fn fnv1a(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
