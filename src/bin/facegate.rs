@@ -60,6 +60,9 @@ enum Cmd {
     /// Benchmarks that print a table.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Talk to facegated (enroll, list, remove, verify, identify, status, watch, export, import).
+    #[command(flatten)]
+    Daemon(facegate::client::DaemonCmd),
 }
 
 #[derive(Args, Clone)]
@@ -331,6 +334,7 @@ fn main() -> ExitCode {
         Cmd::Bench(BenchCmd::Scan(a)) => bench_scan(a),
         Cmd::Bench(BenchCmd::Detect(a)) => bench_detect(&models, a),
         Cmd::Bench(BenchCmd::Mask(a)) => bench_mask(&models, a),
+        Cmd::Daemon(c) => facegate::client::run(c),
     };
     match result {
         Ok(code) => code,

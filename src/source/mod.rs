@@ -5,6 +5,8 @@
 //! its owner with back-off; every other error is about one frame or the
 //! configuration.
 
+pub mod replay;
+
 use std::time::Instant;
 
 use image::RgbImage;
