@@ -10,15 +10,21 @@
 //! annotates, [`bench`] measures.
 
 pub mod align;
+pub mod auth;
 pub mod bench;
 pub mod bundle;
+pub mod client;
+pub mod config;
+pub mod daemon;
 pub mod detect;
 pub mod draw;
 pub mod embed;
 pub mod eval;
+pub mod engine;
 pub mod gallery;
 pub mod imageio;
 pub mod mask;
 pub mod pipeline;
 pub mod presence;
+pub mod protocol;
 pub mod source;

@@ -63,6 +63,9 @@ enum Cmd {
     /// Measure recognition accuracy with the product's pipeline (see docs/ACCURACY.md).
     #[command(subcommand)]
     Eval(EvalCmd),
+    /// Talk to facegated (enroll, list, remove, verify, identify, status, watch, export, import).
+    #[command(flatten)]
+    Daemon(facegate::client::DaemonCmd),
 }
 
 #[derive(Subcommand)]
@@ -375,6 +378,7 @@ fn main() -> ExitCode {
         Cmd::Bench(BenchCmd::Detect(a)) => bench_detect(&models, a),
         Cmd::Bench(BenchCmd::Mask(a)) => bench_mask(&models, a),
         Cmd::Eval(EvalCmd::Lfw(a)) => eval_lfw(&models, a),
+        Cmd::Daemon(c) => facegate::client::run(c),
     };
     match result {
         Ok(code) => code,

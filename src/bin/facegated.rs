@@ -1,7 +1,4 @@
 //! `facegated`: the facegate daemon.
-//!
-//! This build verifies and loads the model bundles (`--self-test`); the
-//! camera loop and the Unix-socket service are built on top of it (issue #5).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,87 +7,127 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use facegate::bundle::{self, Bundle, Kind};
-use facegate::embed::{Embedder, EmbedderOptions, TractEmbedder};
+use facegate::config;
+use facegate::daemon::{self, systemd, Overrides};
 
 /// Face unlock daemon: watches a camera, recognises enrolled faces (masked or
 /// not) and answers unlock/deny on a Unix socket to the PAM helper
-/// (facegate-unlock) and to door controllers.
+/// (facegate-unlock), the `facegate` CLI and door controllers.
 ///
-/// In this build the daemon loads and checks its models and exits; serving
-/// the socket is not implemented yet, and without --self-test it says so and
-/// exits with status 78 (EX_CONFIG).
+/// Configuration: /etc/facegate/config.toml (optional; see README.md).
+/// Signals: SIGHUP reloads the config, SIGTERM/SIGINT stop.
 #[derive(Parser)]
 #[command(name = "facegated", version)]
 struct Args {
-    /// Folder holding bundles/<name>/ (default: $FACEGATE_MODELS, ./models/out, /usr/lib/facegate/models).
-    #[arg(long, value_name = "DIR")]
-    models: Option<PathBuf>,
-    /// Embedder bundle.
-    #[arg(long, default_value = bundle::DEFAULT_EMBEDDER)]
-    embedder: String,
-    /// Detector bundle.
-    #[arg(long, default_value = bundle::DEFAULT_DETECTOR)]
-    detector: String,
-    /// Inference threads.
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
-    /// Unix socket the daemon will listen on.
-    #[arg(long, default_value = "/run/facegate/facegate.sock")]
-    socket: PathBuf,
-    /// Verify and load the bundles, embed one blank crop, report timings, exit.
+    /// Config file (default /etc/facegate/config.toml; missing = defaults).
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Check the config (and the model bundles it names), print it, exit.
+    #[arg(long)]
+    check_config: bool,
+    /// Load the models and exit (no socket).
     #[arg(long)]
     self_test: bool,
+    /// Override models.dir.
+    #[arg(long, value_name = "DIR")]
+    models: Option<PathBuf>,
+    /// Override daemon.socket.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Override daemon.state_dir.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    systemd::init_logging();
     let args = Args::parse();
     match run(args) {
         Ok(code) => code,
         Err(e) => {
             log::error!("{e:#}");
+            eprintln!("facegated: {e:#}");
             ExitCode::from(1)
         }
     }
 }
 
 fn run(args: Args) -> Result<ExitCode> {
-    let models = args
-        .models
-        .clone()
-        .unwrap_or_else(bundle::default_models_dir);
     let t0 = Instant::now();
-    let det = Bundle::open_named(&models, &args.detector).context("detector bundle")?;
-    det.expect_kind(Kind::Detector)?;
-    let emb = Bundle::open_named(&models, &args.embedder).context("embedder bundle")?;
-    let embedder = TractEmbedder::from_bundle(
-        &emb,
-        &EmbedderOptions {
-            max_batch: 1,
-            threads: args.threads,
-            ..Default::default()
-        },
-    )?;
-    let blank = image::RgbImage::new(embedder.crop_size(), embedder.crop_size());
-    let t1 = Instant::now();
-    let e = embedder.embed(&blank)?;
-    log::info!(
-        "models ready in {:.0} ms: detector {} ({}), embedder {} (sha256 {}, {}-d, first embedding {:.1} ms)",
-        t0.elapsed().as_secs_f64() * 1e3,
-        det.name(),
-        &det.sha256()[..12],
-        embedder.name(),
-        &embedder.sha256()[..12],
-        e.dim(),
-        t1.elapsed().as_secs_f64() * 1e3
-    );
-    if args.self_test {
+    let (path, must_exist) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(config::DEFAULT_PATH), false),
+    };
+    let o = Overrides {
+        models: args.models.clone(),
+        socket: args.socket.clone(),
+        state_dir: args.state_dir.clone(),
+    };
+    let cfg = daemon::load_config(&path, must_exist, &o)
+        .with_context(|| format!("configuration {}", path.display()))?;
+    if args.check_config {
+        let warnings = daemon::check(&cfg)?;
+        println!("{cfg:#?}");
+        for w in &warnings {
+            println!("warning: {w}");
+        }
+        println!("configuration OK");
         return Ok(ExitCode::SUCCESS);
     }
-    log::error!(
-        "serving {} is not implemented in this build (the socket service is issue #5); use --self-test",
-        args.socket.display()
+    if args.self_test {
+        daemon::check(&cfg)?;
+        let models = cfg
+            .models
+            .dir
+            .clone()
+            .unwrap_or_else(facegate::bundle::default_models_dir);
+        let b = facegate::bundle::Bundle::open_named(&models, &cfg.models.embedder)?;
+        let e = facegate::embed::TractEmbedder::from_bundle(&b, &Default::default())?;
+        log::info!(
+            "self-test: models verified and loaded in {:.0} ms ({})",
+            t0.elapsed().as_secs_f64() * 1e3,
+            facegate::embed::Embedder::name(&e)
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (shared, listener, socket_path) = daemon::start(cfg, path, must_exist)?;
+    spawn_signals(shared.clone(), socket_path.clone())?;
+    systemd::spawn_watchdog(shared.clone())?;
+    let ready = format!(
+        "ready in {:.0} ms: {} users, socket {}",
+        t0.elapsed().as_secs_f64() * 1e3,
+        shared.gallery.counts().map(|c| c.users).unwrap_or(0),
+        socket_path
+            .as_ref()
+            .map_or("(from systemd)".to_string(), |p| p.display().to_string())
     );
-    Ok(ExitCode::from(78))
+    log::info!("{ready}");
+    systemd::ready(&ready);
+    daemon::server::serve(shared, listener);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn spawn_signals(shared: std::sync::Arc<daemon::Shared>, socket: Option<PathBuf>) -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if sig == SIGHUP {
+                    systemd::status("reloading");
+                    shared.reload();
+                    systemd::status("ready (reloaded)");
+                    continue;
+                }
+                log::info!("signal {sig}: stopping");
+                systemd::stopping();
+                if let Some(p) = &socket {
+                    let _ = std::fs::remove_file(p);
+                }
+                // Every gallery change is already fsynced; nothing to flush.
+                std::process::exit(0);
+            }
+        })?;
+    Ok(())
 }

@@ -6,6 +6,7 @@
 //! configuration.
 
 pub mod v4l2;
+pub mod replay;
 
 use std::time::Instant;
 

@@ -1,0 +1,482 @@
+//! The daemon's configuration (TOML, default `/etc/facegate/config.toml`).
+//!
+//! [`parse`] is pure (text in, validated [`Config`] out); [`load`] reads a
+//! file. Every section and key is optional: with no file at all the daemon
+//! starts on a development machine (state in `~/.local/state/facegate`,
+//! socket in `$XDG_RUNTIME_DIR/facegate/`, camera `/dev/video0`).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::source::{PixelFormat, V4l2Config};
+
+/// Default config file.
+pub const DEFAULT_PATH: &str = "/etc/facegate/config.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config syntax: {0}")]
+    Syntax(String),
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Daemon {
+    /// Unix socket path (ignored under socket activation).
+    pub socket: PathBuf,
+    /// Socket file mode, octal string.
+    pub socket_mode: String,
+    /// Group owning the socket (None: the daemon's group).
+    pub socket_group: Option<String>,
+    /// Gallery and other state.
+    pub state_dir: PathBuf,
+    /// Group whose members may enrol/remove/list/export/import (root always may).
+    pub admin_group: Option<String>,
+    /// Group whose members may subscribe to door events (root always may).
+    pub door_group: Option<String>,
+    /// Connections served at once; more are told `busy`.
+    pub max_clients: usize,
+    /// A client must send each request within this long.
+    pub client_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Models {
+    /// Folder holding bundles/ (None: $FACEGATE_MODELS, ./models/out, /usr/lib/facegate/models).
+    pub dir: Option<PathBuf>,
+    pub embedder: String,
+    pub detector: String,
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    V4l2,
+    Replay,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Camera {
+    pub kind: SourceKind,
+    pub device: PathBuf,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub format: String,
+    pub timeout_ms: u64,
+    /// Replay: a directory of images, or image files (looped in order).
+    pub replay: Vec<PathBuf>,
+    /// Reopen back-off after the source fails: first and largest delay.
+    pub reopen_min_ms: u64,
+    pub reopen_max_ms: u64,
+}
+
+/// Cosine thresholds; override the model manifest's calibrated values.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThresholdCfg {
+    pub unmasked: Option<f32>,
+    pub masked: Option<f32>,
+    /// Mask presence: lower-face skin share below this = masked probe.
+    pub presence: Option<f32>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Decision {
+    /// Unlock when `min_frames` of at most `max_frames` face frames pass.
+    pub min_frames: u32,
+    pub max_frames: u32,
+    /// Default and largest time budget of a verify/identify request.
+    pub default_timeout_ms: u64,
+    pub max_timeout_ms: u64,
+    /// Smallest face (box width, pixels) considered.
+    pub min_face_px: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Door {
+    /// One event per arrival: a user is announced again only after not being
+    /// seen for this long.
+    pub cooldown_ms: u64,
+    /// Door recognition runs only while someone subscribes, unless this is set.
+    pub always: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Enroll {
+    /// Good frames needed from the camera.
+    pub frames: u32,
+    pub min_face_px: u32,
+    /// Variance of the Laplacian of the aligned crop (grey levels²).
+    pub min_sharpness: f32,
+    /// |yaw| estimate from the landmarks, 0 = frontal, 1 = profile.
+    pub max_yaw: f32,
+    /// Synthetic masks rendered per unmasked template (mask styles).
+    pub synthetic_masks: Vec<String>,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Lockout {
+    /// Failures allowed before delays start.
+    pub free_failures: u32,
+    /// Delay after the first counted failure; doubles each time.
+    pub base_delay_ms: u64,
+    pub max_delay_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub daemon: Daemon,
+    pub models: Models,
+    pub camera: Camera,
+    pub thresholds: ThresholdCfg,
+    pub decision: Decision,
+    pub door: Door,
+    pub enroll: Enroll,
+    pub lockout: Lockout,
+}
+
+fn dev_machine() -> bool {
+    !nix::unistd::geteuid().is_root()
+}
+
+fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(PathBuf::from)
+}
+
+impl Default for Daemon {
+    fn default() -> Self {
+        // Under systemd, RuntimeDirectory= and StateDirectory= say where.
+        let runtime = std::env::var_os("RUNTIME_DIRECTORY").map(PathBuf::from);
+        let state = std::env::var_os("STATE_DIRECTORY").map(PathBuf::from);
+        let socket = match runtime {
+            Some(r) => r.join("facegate.sock"),
+            None => crate::protocol::default_socket_path(),
+        };
+        let state_dir = state.unwrap_or_else(|| {
+            if dev_machine() {
+                std::env::var_os("XDG_STATE_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| home().map(|h| h.join(".local/state")))
+                    .unwrap_or_else(|| PathBuf::from("."))
+                    .join("facegate")
+            } else {
+                PathBuf::from("/var/lib/facegate")
+            }
+        });
+        Daemon {
+            socket,
+            socket_mode: "0660".into(),
+            socket_group: None,
+            state_dir,
+            admin_group: None,
+            door_group: None,
+            max_clients: 64,
+            client_timeout_ms: 5000,
+        }
+    }
+}
+
+impl Default for Models {
+    fn default() -> Self {
+        Models {
+            dir: None,
+            embedder: crate::bundle::DEFAULT_EMBEDDER.into(),
+            detector: crate::bundle::DEFAULT_DETECTOR.into(),
+            threads: 1,
+        }
+    }
+}
+
+impl Default for Camera {
+    fn default() -> Self {
+        let v = V4l2Config::default();
+        Camera {
+            kind: SourceKind::V4l2,
+            device: v.device,
+            width: v.width,
+            height: v.height,
+            fps: v.fps,
+            format: "auto".into(),
+            timeout_ms: v.timeout_ms,
+            replay: Vec::new(),
+            reopen_min_ms: 250,
+            reopen_max_ms: 10_000,
+        }
+    }
+}
+
+impl Default for Decision {
+    fn default() -> Self {
+        Decision {
+            min_frames: 2,
+            max_frames: 5,
+            default_timeout_ms: 4000,
+            max_timeout_ms: 30_000,
+            min_face_px: 40,
+        }
+    }
+}
+
+impl Default for Door {
+    fn default() -> Self {
+        Door {
+            cooldown_ms: 10_000,
+            always: false,
+        }
+    }
+}
+
+impl Default for Enroll {
+    fn default() -> Self {
+        Enroll {
+            frames: 5,
+            min_face_px: 60,
+            min_sharpness: 20.0,
+            max_yaw: 0.6,
+            synthetic_masks: vec!["surgical".into(), "kn95".into(), "black-cloth".into()],
+            seed: 1,
+        }
+    }
+}
+
+impl Default for Lockout {
+    fn default() -> Self {
+        Lockout {
+            free_failures: 3,
+            base_delay_ms: 2000,
+            max_delay_ms: 300_000,
+        }
+    }
+}
+
+impl Camera {
+    /// The V4L2 settings.
+    pub fn v4l2(&self) -> Result<V4l2Config, String> {
+        Ok(V4l2Config {
+            device: self.device.clone(),
+            width: self.width,
+            height: self.height,
+            fps: self.fps,
+            format: self.format.parse::<PixelFormat>()?,
+            timeout_ms: self.timeout_ms,
+        })
+    }
+}
+
+impl Config {
+    /// The socket mode as a number.
+    pub fn socket_mode(&self) -> u32 {
+        u32::from_str_radix(&self.daemon.socket_mode, 8).unwrap_or(0o660)
+    }
+
+    /// Check values; every message names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let d = &self.daemon;
+        match u32::from_str_radix(&d.socket_mode, 8) {
+            Ok(m) if m <= 0o777 && m & 0o002 == 0 => {}
+            Ok(_) => {
+                return bad(format!(
+                "daemon.socket_mode {:?} must be an octal mode without world write (e.g. \"0660\")",
+                d.socket_mode
+            ))
+            }
+            Err(_) => {
+                return bad(format!(
+                    "daemon.socket_mode {:?} is not an octal mode like \"0660\"",
+                    d.socket_mode
+                ))
+            }
+        }
+        if d.socket.as_os_str().is_empty() || d.socket.as_os_str().len() > 100 {
+            return bad("daemon.socket must be a path of 1..=100 bytes".into());
+        }
+        if !(1..=4096).contains(&d.max_clients) {
+            return bad(format!(
+                "daemon.max_clients {} is not in 1..=4096",
+                d.max_clients
+            ));
+        }
+        if !(100..=600_000).contains(&d.client_timeout_ms) {
+            return bad(format!(
+                "daemon.client_timeout_ms {} is not in 100..=600000",
+                d.client_timeout_ms
+            ));
+        }
+        if !(1..=64).contains(&self.models.threads) {
+            return bad(format!(
+                "models.threads {} is not in 1..=64",
+                self.models.threads
+            ));
+        }
+        let c = &self.camera;
+        if let Err(e) = c.format.parse::<PixelFormat>() {
+            return bad(format!("camera.format: {e}"));
+        }
+        if !(1..=120).contains(&c.fps) {
+            return bad(format!("camera.fps {} is not in 1..=120", c.fps));
+        }
+        if c.width < 16 || c.height < 16 || c.width > 8192 || c.height > 8192 {
+            return bad(format!(
+                "camera size {}x{} is out of range",
+                c.width, c.height
+            ));
+        }
+        if c.kind == SourceKind::Replay && c.replay.is_empty() {
+            return bad(
+                "camera.kind = \"replay\" needs camera.replay = [\"<dir or images>\"]".into(),
+            );
+        }
+        if c.reopen_min_ms == 0 || c.reopen_min_ms > c.reopen_max_ms {
+            return bad("camera.reopen_min_ms must be > 0 and <= camera.reopen_max_ms".into());
+        }
+        let t = &self.thresholds;
+        for (k, v) in [("unmasked", t.unmasked), ("masked", t.masked)] {
+            if let Some(v) = v {
+                if !(-1.0..=1.0).contains(&v) {
+                    return bad(format!("thresholds.{k} = {v} is not a cosine in [-1, 1]"));
+                }
+            }
+        }
+        if let Some(p) = t.presence {
+            if !(0.0..=1.0).contains(&p) {
+                return bad(format!("thresholds.presence = {p} is not in [0, 1]"));
+            }
+        }
+        let dc = &self.decision;
+        if dc.min_frames == 0 || dc.min_frames > dc.max_frames || dc.max_frames > 100 {
+            return bad(format!(
+                "decision: need 1 <= min_frames ({}) <= max_frames ({}) <= 100",
+                dc.min_frames, dc.max_frames
+            ));
+        }
+        if dc.default_timeout_ms == 0 || dc.default_timeout_ms > dc.max_timeout_ms {
+            return bad("decision: need 0 < default_timeout_ms <= max_timeout_ms".into());
+        }
+        let e = &self.enroll;
+        if !(1..=50).contains(&e.frames) {
+            return bad(format!("enroll.frames {} is not in 1..=50", e.frames));
+        }
+        if !(0.0..=1.0).contains(&e.max_yaw) {
+            return bad(format!("enroll.max_yaw {} is not in [0, 1]", e.max_yaw));
+        }
+        for s in &e.synthetic_masks {
+            if let Err(err) = s.parse::<crate::mask::MaskStyle>() {
+                return bad(format!("enroll.synthetic_masks: {err}"));
+            }
+        }
+        let l = &self.lockout;
+        if l.base_delay_ms > l.max_delay_ms {
+            return bad("lockout.base_delay_ms must be <= lockout.max_delay_ms".into());
+        }
+        Ok(())
+    }
+}
+
+/// Parse and validate config text. Pure.
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    let c: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+    c.validate()?;
+    Ok(c)
+}
+
+/// Load `path`; when `path` is the default and does not exist, the defaults.
+pub fn load(path: &Path, must_exist: bool) -> Result<Config, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+            log::info!("no config at {}: using defaults", path.display());
+            parse("")
+        }
+        Err(source) => Err(ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.camera.kind, SourceKind::V4l2);
+        assert_eq!(c.camera.v4l2().unwrap(), V4l2Config::default());
+        assert_eq!(c.socket_mode(), 0o660);
+        assert_eq!(c.decision.min_frames, 2);
+        assert_eq!(c.lockout.free_failures, 3);
+        assert!(c.thresholds.unmasked.is_none());
+    }
+
+    #[test]
+    fn a_full_config_parses() {
+        let c = parse(
+            r#"
+[daemon]
+socket = "/run/facegate/facegate.sock"
+socket_mode = "0660"
+socket_group = "facegate"
+state_dir = "/var/lib/facegate"
+admin_group = "wheel"
+door_group = "door"
+max_clients = 32
+[models]
+embedder = "facenet-fp32"
+threads = 2
+[camera]
+kind = "replay"
+replay = ["/tmp/frames"]
+fps = 5
+format = "yuyv"
+[thresholds]
+unmasked = 0.6
+masked = 0.5
+[decision]
+min_frames = 1
+max_frames = 3
+[enroll]
+synthetic_masks = ["surgical"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.daemon.admin_group.as_deref(), Some("wheel"));
+        assert_eq!(c.camera.kind, SourceKind::Replay);
+        assert_eq!(c.camera.v4l2().unwrap().format, PixelFormat::Yuyv);
+        assert_eq!(c.thresholds.masked, Some(0.5));
+        assert_eq!(c.models.threads, 2);
+    }
+
+    #[test]
+    fn mistakes_get_clear_messages() {
+        let msg = |t: &str| parse(t).unwrap_err().to_string();
+        assert!(msg("[daemon]\nsocket_mode = \"0666\"").contains("world write"));
+        assert!(msg("[daemon]\nsocket_mode = \"rw\"").contains("octal"));
+        assert!(msg("[camera]\nkind = \"replay\"").contains("camera.replay"));
+        assert!(msg("[camera]\nformat = \"h264\"").contains("camera.format"));
+        assert!(msg("[thresholds]\nmasked = 1.5").contains("thresholds.masked"));
+        assert!(msg("[decision]\nmin_frames = 4\nmax_frames = 2").contains("min_frames"));
+        assert!(msg("[enroll]\nsynthetic_masks = [\"party-hat\"]").contains("synthetic_masks"));
+        assert!(msg("[camra]\nfps = 3").contains("unknown field"));
+        assert!(msg("[camera]\nfps = \"fast\"").contains("syntax"));
+    }
+}

@@ -1,0 +1,343 @@
+//! The camera thread and the frame hub.
+//!
+//! One thread owns the [`FrameSource`]: it reads frames and publishes the
+//! latest one; when the source fails it is dropped and reopened with
+//! exponential back-off, while the daemon keeps serving. Requests wait on the
+//! hub for a frame newer than the last they saw; a source failure during the
+//! wait wakes them with [`WaitError::Gone`].
+//!
+//! [`Analyzer`] runs the pipeline on each frame at most once, whoever asks:
+//! a hundred concurrent verifies share the same detections and embeddings.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::engine::{Analysis, Engine};
+use crate::protocol::Stages;
+use crate::source::{Frame, FrameSource, SourceError};
+
+/// Opens the source (replaced on config reload).
+pub type Opener = Arc<dyn Fn() -> Result<Box<dyn FrameSource>, SourceError> + Send + Sync>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceState {
+    Opening,
+    Streaming,
+    Down { why: String, retry_at: Instant },
+}
+
+struct HubState {
+    latest: Option<(u64, Arc<Frame>)>,
+    counter: u64,
+    state: SourceState,
+    name: String,
+    failures: u64,
+    reopens: u64,
+    heartbeat: Instant,
+}
+
+/// Shared between the camera thread and the request handlers.
+pub struct Hub {
+    st: Mutex<HubState>,
+    cv: Condvar,
+    opener: Mutex<Opener>,
+    restart: AtomicBool,
+    backoff: Mutex<(Duration, Duration)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum WaitError {
+    /// No new frame before the deadline.
+    Timeout,
+    /// The source failed while we waited (or was already down).
+    Gone(String),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Hub {
+    pub fn new(opener: Opener, min: Duration, max: Duration) -> Arc<Hub> {
+        Arc::new(Hub {
+            st: Mutex::new(HubState {
+                latest: None,
+                counter: 0,
+                state: SourceState::Opening,
+                name: String::from("(not opened yet)"),
+                failures: 0,
+                reopens: 0,
+                heartbeat: Instant::now(),
+            }),
+            cv: Condvar::new(),
+            opener: Mutex::new(opener),
+            restart: AtomicBool::new(false),
+            backoff: Mutex::new((min, max)),
+        })
+    }
+
+    /// Use a new opener (config reload): the source is reopened.
+    pub fn set_opener(&self, opener: Opener, min: Duration, max: Duration) {
+        *lock(&self.opener) = opener;
+        *lock(&self.backoff) = (min, max);
+        self.restart.store(true, Ordering::SeqCst);
+    }
+
+    /// (name, state description, frames, reopens).
+    pub fn status(&self) -> (String, String, u64, u64) {
+        let st = lock(&self.st);
+        let state = match &st.state {
+            SourceState::Opening => "opening".to_string(),
+            SourceState::Streaming => "streaming".to_string(),
+            SourceState::Down { why, retry_at } => format!(
+                "down, reopening in {} ms: {why}",
+                retry_at
+                    .saturating_duration_since(Instant::now())
+                    .as_millis()
+            ),
+        };
+        (st.name.clone(), state, st.counter, st.reopens)
+    }
+
+    /// When the camera thread last did something.
+    pub fn heartbeat(&self) -> Instant {
+        lock(&self.st).heartbeat
+    }
+
+    fn publish(&self, f: Frame) {
+        let mut st = lock(&self.st);
+        st.counter += 1;
+        let c = st.counter;
+        st.latest = Some((c, Arc::new(f)));
+        st.state = SourceState::Streaming;
+        st.heartbeat = Instant::now();
+        drop(st);
+        self.cv.notify_all();
+    }
+
+    fn down(&self, why: String, retry: Duration) {
+        let mut st = lock(&self.st);
+        st.failures += 1;
+        st.latest = None;
+        st.heartbeat = Instant::now();
+        st.state = SourceState::Down {
+            why,
+            retry_at: Instant::now() + retry,
+        };
+        drop(st);
+        self.cv.notify_all();
+    }
+
+    /// Wait for a frame newer than `after` captured no earlier than `since`.
+    pub fn wait_frame(
+        &self,
+        after: u64,
+        since: Instant,
+        deadline: Instant,
+    ) -> Result<(u64, Arc<Frame>), WaitError> {
+        let mut st = lock(&self.st);
+        if let SourceState::Down { why, .. } = &st.state {
+            return Err(WaitError::Gone(format!("camera unavailable: {why}")));
+        }
+        let failures0 = st.failures;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(WaitError::Timeout);
+            }
+            if let Some((c, f)) = &st.latest {
+                if *c > after && f.captured >= since {
+                    return Ok((*c, f.clone()));
+                }
+            }
+            if st.failures != failures0 {
+                let why = match &st.state {
+                    SourceState::Down { why, .. } => why.clone(),
+                    _ => "source restarted".into(),
+                };
+                return Err(WaitError::Gone(format!("camera lost: {why}")));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(WaitError::Timeout);
+            }
+            st = self
+                .cv
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Run the camera loop until the process exits.
+    pub fn spawn(self: &Arc<Self>) -> std::io::Result<()> {
+        let hub = self.clone();
+        std::thread::Builder::new()
+            .name("camera".into())
+            .spawn(move || hub.camera_loop())
+            .map(|_| ())
+    }
+
+    fn sleep_unless_restarted(&self, d: Duration) {
+        let end = Instant::now() + d;
+        while Instant::now() < end && !self.restart.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20).min(end - Instant::now()));
+        }
+    }
+
+    fn camera_loop(&self) {
+        let mut backoff = lock(&self.backoff).0;
+        let mut first = true;
+        loop {
+            self.restart.store(false, Ordering::SeqCst);
+            let opener = lock(&self.opener).clone();
+            if !first {
+                lock(&self.st).reopens += 1;
+            }
+            first = false;
+            match opener() {
+                Ok(mut src) => {
+                    log::info!("frame source {} open", src.name());
+                    {
+                        let mut st = lock(&self.st);
+                        st.name = src.name().to_string();
+                        st.state = SourceState::Streaming;
+                    }
+                    backoff = lock(&self.backoff).0;
+                    let mut bad = 0u32;
+                    loop {
+                        if self.restart.load(Ordering::SeqCst) {
+                            log::info!("reopening the frame source (configuration changed)");
+                            self.down("reconfigured".into(), Duration::ZERO);
+                            break;
+                        }
+                        match src.next_frame() {
+                            Ok(f) => {
+                                bad = 0;
+                                self.publish(f);
+                            }
+                            Err(SourceError::Gone(why)) => {
+                                log::warn!(
+                                    "frame source {} gone: {why}; reopening in {} ms",
+                                    src.name(),
+                                    backoff.as_millis()
+                                );
+                                self.down(why, backoff);
+                                break;
+                            }
+                            Err(e) => {
+                                bad += 1;
+                                log::debug!("frame source {}: {e}", src.name());
+                                if bad >= 30 {
+                                    log::warn!("frame source {}: {bad} bad frames in a row ({e}); reopening", src.name());
+                                    self.down(e.to_string(), backoff);
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    log::warn!(
+                        "cannot open the frame source: {e}; retrying in {} ms",
+                        backoff.as_millis()
+                    );
+                    self.down(e.to_string(), backoff);
+                }
+            }
+            self.sleep_unless_restarted(backoff);
+            let max = lock(&self.backoff).1;
+            backoff = (backoff * 2).min(max);
+        }
+    }
+}
+
+struct Cached {
+    counter: u64,
+    captured: Instant,
+    analysis: Arc<Analysis>,
+}
+
+#[derive(Default)]
+struct AnalyzerState {
+    last: Option<Cached>,
+    /// Someone is analysing a frame right now (others wait for the result).
+    busy: bool,
+}
+
+/// Analyses each frame once and shares the result.
+#[derive(Default)]
+pub struct Analyzer {
+    st: Mutex<AnalyzerState>,
+    cv: Condvar,
+}
+
+struct BusyGuard<'a>(&'a Analyzer);
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.st).busy = false;
+        self.0.cv.notify_all();
+    }
+}
+
+impl Analyzer {
+    /// The analysis of the first frame newer than `after` captured since
+    /// `since` (its `capture_ms` is the wait for the frame). Whoever finds no
+    /// such analysis and nobody at work runs the pipeline; the others sleep
+    /// until it publishes, so waiting requests never queue behind a lock.
+    pub fn next(
+        &self,
+        hub: &Hub,
+        engine: &Engine,
+        params: (u32, f32),
+        after: u64,
+        since: Instant,
+        deadline: Instant,
+    ) -> Result<(u64, Arc<Analysis>), WaitError> {
+        let t0 = Instant::now();
+        let mut st = lock(&self.st);
+        loop {
+            if let Some(c) = st.last.as_ref() {
+                if c.counter > after && c.captured >= since {
+                    return Ok((c.counter, c.analysis.clone()));
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(WaitError::Timeout);
+            }
+            if !st.busy {
+                break;
+            }
+            st = self
+                .cv
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        st.busy = true;
+        let after = after.max(st.last.as_ref().map_or(0, |c| c.counter));
+        drop(st);
+        let _busy = BusyGuard(self);
+        let (counter, frame) = hub.wait_frame(after, since, deadline)?;
+        let capture_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let mut analysis = match engine.analyze(&frame.image, params.0, params.1) {
+            Ok(a) => a,
+            Err(e) => {
+                log::warn!("frame {counter}: pipeline failed: {e}");
+                Analysis {
+                    face: None,
+                    stages: Stages::default(),
+                }
+            }
+        };
+        analysis.stages.capture_ms = capture_ms;
+        let analysis = Arc::new(analysis);
+        lock(&self.st).last = Some(Cached {
+            counter,
+            captured: frame.captured,
+            analysis: analysis.clone(),
+        });
+        Ok((counter, analysis))
+    }
+}

@@ -1,0 +1,371 @@
+//! `facegated`: the daemon. Setup ([`start`]), the accept loop, the
+//! per-connection protocol handling ([`server`]), the camera thread
+//! ([`hub`]) and the systemd integration ([`systemd`]).
+
+pub mod hub;
+pub mod server;
+pub mod systemd;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::auth::{Accounts, Policy, SystemAccounts};
+use crate::bundle::{self, Bundle, Kind};
+use crate::config::{Config, SourceKind};
+use crate::detect::{DetectorOptions, TractDetector};
+use crate::embed::{Embedder, EmbedderOptions, TractEmbedder};
+use crate::engine::{Engine, Lockout, Thresholds};
+use crate::gallery::{Gallery, ModelId, StoreOptions};
+use crate::protocol::DoorEvent;
+use crate::source::replay::ReplaySource;
+use crate::source::{FrameSource, SourceError};
+
+use hub::{Analyzer, Hub, Opener};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("models: {0}")]
+    Models(String),
+    #[error("gallery at {path}: {message}")]
+    Gallery { path: PathBuf, message: String },
+    #[error("socket {path}: {message}")]
+    Socket { path: PathBuf, message: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Open the configured frame source.
+///
+/// This is the one place where the daemon opens a camera.
+pub fn open_source(cam: &crate::config::Camera) -> Result<Box<dyn FrameSource>, SourceError> {
+    match cam.kind {
+        SourceKind::Replay => Ok(Box::new(ReplaySource::open(&cam.replay, cam.fps)?)),
+        SourceKind::V4l2 => {
+            let v4l2 = cam.v4l2().map_err(SourceError::Config)?;
+            Ok(Box::new(crate::source::v4l2::V4l2Source::open(&v4l2)?))
+        }
+    }
+}
+
+fn opener_for(cfg: &Config) -> Opener {
+    let cam = cfg.camera.clone();
+    Arc::new(move || open_source(&cam))
+}
+
+/// Everything the request handlers share.
+pub struct Shared {
+    pub cfg: ArcSwap<Config>,
+    pub config_path: PathBuf,
+    pub config_must_exist: bool,
+    pub policy: ArcSwap<Policy>,
+    pub engine: Engine,
+    pub manifest_thresholds: (Option<f32>, Option<f32>),
+    pub gallery: Gallery,
+    pub hub: Arc<Hub>,
+    pub analyzer: Analyzer,
+    pub lockout: Mutex<Lockout>,
+    pub subscribers: Mutex<Vec<(u64, std::sync::mpsc::SyncSender<DoorEvent>)>>,
+    pub active: AtomicUsize,
+    pub started: Instant,
+    pub state_dir: PathBuf,
+    pub detector_name: String,
+}
+
+impl Shared {
+    /// Thresholds in use: config overrides, else the manifest's calibrated
+    /// values; None when either is missing.
+    pub fn thresholds(&self) -> (Option<f32>, Option<f32>) {
+        let c = self.cfg.load();
+        (
+            c.thresholds.unmasked.or(self.manifest_thresholds.0),
+            c.thresholds.masked.or(self.manifest_thresholds.1),
+        )
+    }
+
+    pub fn resolved_thresholds(&self) -> Option<Thresholds> {
+        match self.thresholds() {
+            (Some(unmasked), Some(masked)) => Some(Thresholds { unmasked, masked }),
+            _ => None,
+        }
+    }
+
+    /// Re-read the config file (SIGHUP). The socket, state dir and models
+    /// are kept (they need a restart); everything else applies at once.
+    pub fn reload(&self) {
+        let new = match crate::config::load(&self.config_path, self.config_must_exist) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("reload: {e}; keeping the current configuration");
+                return;
+            }
+        };
+        let old = self.cfg.load_full();
+        if new.daemon != old.daemon || new.models != old.models {
+            log::warn!("reload: changes to [daemon] and [models] take effect after a restart");
+        }
+        if new.camera != old.camera {
+            self.hub.set_opener(
+                opener_for(&new),
+                Duration::from_millis(new.camera.reopen_min_ms),
+                Duration::from_millis(new.camera.reopen_max_ms),
+            );
+        }
+        {
+            let mut l = server::lock(&self.lockout);
+            l.free = new.lockout.free_failures;
+            l.base = Duration::from_millis(new.lockout.base_delay_ms);
+            l.max = Duration::from_millis(new.lockout.max_delay_ms);
+        }
+        self.policy.store(Arc::new(policy_for(&new)));
+        self.cfg.store(Arc::new(new));
+        log::info!("configuration reloaded from {}", self.config_path.display());
+    }
+}
+
+fn policy_for(cfg: &Config) -> Policy {
+    Policy {
+        admin_group: cfg.daemon.admin_group.clone(),
+        door_group: cfg.daemon.door_group.clone(),
+        accounts: Box::new(SystemAccounts),
+    }
+}
+
+/// Command-line overrides of the config.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub models: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Load the config and apply overrides.
+pub fn load_config(path: &Path, must_exist: bool, o: &Overrides) -> Result<Config, DaemonError> {
+    let mut c = crate::config::load(path, must_exist)?;
+    if let Some(m) = &o.models {
+        c.models.dir = Some(m.clone());
+    }
+    if let Some(s) = &o.socket {
+        c.daemon.socket = s.clone();
+    }
+    if let Some(s) = &o.state_dir {
+        c.daemon.state_dir = s.clone();
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+/// Extra checks for `--check-config`: groups exist, bundles verify,
+/// thresholds are known. Returns warnings.
+pub fn check(cfg: &Config) -> Result<Vec<String>, DaemonError> {
+    let mut warn = Vec::new();
+    let acc = SystemAccounts;
+    for (k, g) in [
+        ("daemon.socket_group", &cfg.daemon.socket_group),
+        ("daemon.admin_group", &cfg.daemon.admin_group),
+        ("daemon.door_group", &cfg.daemon.door_group),
+    ] {
+        if let Some(g) = g {
+            if acc.gid_of(g).is_none() {
+                return Err(DaemonError::Models(format!("{k}: no group named {g:?}")));
+            }
+        }
+    }
+    let dir = cfg
+        .models
+        .dir
+        .clone()
+        .unwrap_or_else(bundle::default_models_dir);
+    let det = Bundle::open_named(&dir, &cfg.models.detector)
+        .map_err(|e| DaemonError::Models(format!("detector: {e}")))?;
+    det.expect_kind(Kind::Detector)
+        .map_err(|e| DaemonError::Models(e.to_string()))?;
+    let emb = Bundle::open_named(&dir, &cfg.models.embedder)
+        .map_err(|e| DaemonError::Models(format!("embedder: {e}")))?;
+    emb.expect_kind(Kind::Embedder)
+        .map_err(|e| DaemonError::Models(e.to_string()))?;
+    let m = manifest_thresholds(&emb);
+    if cfg.thresholds.unmasked.or(m.0).is_none() || cfg.thresholds.masked.or(m.1).is_none() {
+        warn.push(format!(
+            "bundle {} has no calibrated thresholds and [thresholds] unmasked/masked are not both set: verify and identify will answer an error",
+            emb.name()
+        ));
+    }
+    if cfg.camera.kind == SourceKind::V4l2 && !cfg.camera.device.exists() {
+        warn.push(format!(
+            "camera.device {} does not exist (the daemon retries with back-off)",
+            cfg.camera.device.display()
+        ));
+    }
+    Ok(warn)
+}
+
+fn manifest_thresholds(b: &Bundle) -> (Option<f32>, Option<f32>) {
+    match b.manifest.calibrated_thresholds() {
+        Some(t) => (t.unmasked, t.masked),
+        None => (None, None),
+    }
+}
+
+/// Bind the socket: from systemd (socket activation) or at `cfg.daemon.socket`,
+/// replacing a stale socket file but never a live daemon's.
+pub fn bind(cfg: &Config) -> Result<(UnixListener, Option<PathBuf>), DaemonError> {
+    if let Some(l) = systemd::activated_listener()? {
+        log::info!("using the socket passed by systemd (socket activation)");
+        return Ok((l, None));
+    }
+    let path = cfg.daemon.socket.clone();
+    let err = |message: String| DaemonError::Socket {
+        path: path.clone(),
+        message,
+    };
+    if let Some(parent) = path.parent() {
+        if !parent.as_os_str().is_empty() && !parent.exists() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| err(format!("creating its folder: {e}")))?;
+            let _ = std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755));
+        }
+    }
+    if std::fs::symlink_metadata(&path).is_ok() {
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            return Err(err("another facegated is already listening there".into()));
+        }
+        log::info!("removing stale socket {}", path.display());
+        std::fs::remove_file(&path).map_err(|e| err(format!("removing stale socket: {e}")))?;
+    }
+    // Bind with a tight umask so the socket is never more open than asked.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(&path);
+    nix::sys::stat::umask(old);
+    let l = bound.map_err(|e| err(e.to_string()))?;
+    if let Some(g) = &cfg.daemon.socket_group {
+        let gid = SystemAccounts
+            .gid_of(g)
+            .ok_or_else(|| err(format!("no group named {g:?}")))?;
+        nix::unistd::chown(&path, None, Some(nix::unistd::Gid::from_raw(gid)))
+            .map_err(|e| err(format!("chown to group {g}: {e}")))?;
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(cfg.socket_mode()))
+        .map_err(|e| err(format!("chmod: {e}")))?;
+    Ok((l, Some(path)))
+}
+
+/// Load models, open the gallery, bind the socket, start the threads.
+pub fn start(
+    cfg: Config,
+    config_path: PathBuf,
+    config_must_exist: bool,
+) -> Result<(Arc<Shared>, UnixListener, Option<PathBuf>), DaemonError> {
+    let t0 = Instant::now();
+    if std::env::var_os("LISTEN_FDS").is_none()
+        && std::os::unix::net::UnixStream::connect(&cfg.daemon.socket).is_ok()
+    {
+        return Err(DaemonError::Socket {
+            path: cfg.daemon.socket.clone(),
+            message: "another facegated is already listening there".into(),
+        });
+    }
+    let models = cfg
+        .models
+        .dir
+        .clone()
+        .unwrap_or_else(bundle::default_models_dir);
+    let mm = |e: String| DaemonError::Models(e);
+    let det_b = Bundle::open_named(&models, &cfg.models.detector).map_err(|e| mm(e.to_string()))?;
+    let detector = TractDetector::from_bundle(
+        &det_b,
+        &DetectorOptions {
+            threads: cfg.models.threads,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| mm(e.to_string()))?;
+    let emb_b = Bundle::open_named(&models, &cfg.models.embedder).map_err(|e| mm(e.to_string()))?;
+    let embedder = TractEmbedder::from_bundle(
+        &emb_b,
+        &EmbedderOptions {
+            max_batch: 1,
+            threads: cfg.models.threads,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| mm(e.to_string()))?;
+    let align = emb_b
+        .manifest
+        .align
+        .clone()
+        .ok_or_else(|| mm("embedder bundle has no [align] section".into()))?;
+    log::info!(
+        "models loaded in {:.0} ms: detector {}, embedder {} ({}-d)",
+        t0.elapsed().as_secs_f64() * 1e3,
+        det_b.name(),
+        embedder.name(),
+        embedder.dim()
+    );
+    let state_dir = cfg.daemon.state_dir.clone();
+    std::fs::create_dir_all(&state_dir).map_err(|e| DaemonError::Gallery {
+        path: state_dir.clone(),
+        message: e.to_string(),
+    })?;
+    let _ = std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700));
+    let gpath = state_dir.join("gallery");
+    let gallery = Gallery::open(
+        &gpath,
+        &StoreOptions::new(
+            embedder.dim(),
+            ModelId::new(embedder.name(), embedder.sha256()),
+        ),
+    )
+    .map_err(|e| DaemonError::Gallery {
+        path: gpath.clone(),
+        message: e.to_string(),
+    })?;
+    let manifest_thresholds = manifest_thresholds(&emb_b);
+    let hub = Hub::new(
+        opener_for(&cfg),
+        Duration::from_millis(cfg.camera.reopen_min_ms),
+        Duration::from_millis(cfg.camera.reopen_max_ms),
+    );
+    let (listener, path) = bind(&cfg)?;
+    let shared = Arc::new(Shared {
+        policy: ArcSwap::from_pointee(policy_for(&cfg)),
+        lockout: Mutex::new(Lockout::new(
+            cfg.lockout.free_failures,
+            Duration::from_millis(cfg.lockout.base_delay_ms),
+            Duration::from_millis(cfg.lockout.max_delay_ms),
+        )),
+        cfg: ArcSwap::from_pointee(cfg),
+        config_path,
+        config_must_exist,
+        engine: Engine {
+            detector: Box::new(detector),
+            embedder: Box::new(embedder),
+            align,
+        },
+        manifest_thresholds,
+        gallery,
+        hub: hub.clone(),
+        analyzer: Analyzer::default(),
+        subscribers: Mutex::new(Vec::new()),
+        active: AtomicUsize::new(0),
+        started: t0,
+        state_dir,
+        detector_name: det_b.name().to_string(),
+    });
+    if shared.resolved_thresholds().is_none() {
+        log::warn!(
+            "bundle {} has no calibrated thresholds and [thresholds] unmasked/masked are not both configured: verify and identify will answer an error until they are",
+            emb_b.name()
+        );
+    }
+    hub.spawn()?;
+    server::spawn_door_loop(shared.clone())?;
+    Ok((shared, listener, path))
+}

@@ -1,0 +1,456 @@
+//! The decision pipeline: frame → detect → pick the face → align → mask
+//! presence → embed, then scan and decide (see docs/ARCHITECTURE.md).
+//!
+//! [`Engine`] runs the models on one frame and times every stage;
+//! [`Fusion`] turns per-frame scores into one decision (k of n frames above
+//! the threshold of the probe's condition); [`Lockout`] backs off after
+//! repeated failures; [`quality`] checks enrolment captures.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+
+use crate::bundle::AlignSection;
+use crate::detect::{Detector, Face};
+use crate::embed::Embedder;
+use crate::gallery::{Condition, NewTemplate};
+use crate::mask::MaskStyle;
+use crate::protocol::Stages;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Detect(#[from] crate::detect::DetectError),
+    #[error(transparent)]
+    Align(#[from] crate::align::AlignError),
+    #[error(transparent)]
+    Embed(#[from] crate::embed::EmbedError),
+    #[error(transparent)]
+    Mask(#[from] crate::mask::MaskError),
+}
+
+/// The face picked in a frame, analysed.
+#[derive(Debug, Clone)]
+pub struct FaceAnalysis {
+    pub face: Face,
+    /// Number of faces of usable size in the frame.
+    pub faces: usize,
+    pub masked: bool,
+    pub skin_share: f32,
+    /// Unit-norm embedding (never logged).
+    pub embedding: Vec<f32>,
+    pub crop: RgbImage,
+}
+
+/// One analysed frame.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    pub face: Option<FaceAnalysis>,
+    pub stages: Stages,
+}
+
+/// Operating thresholds (cosine) per probe condition.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    pub unmasked: f32,
+    pub masked: f32,
+}
+
+impl Thresholds {
+    pub fn for_probe(&self, masked: bool) -> f32 {
+        if masked {
+            self.masked
+        } else {
+            self.unmasked
+        }
+    }
+}
+
+/// Models and alignment settings.
+pub struct Engine {
+    pub detector: Box<dyn Detector>,
+    pub embedder: Box<dyn Embedder>,
+    pub align: AlignSection,
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// The face to use: large and central (area weighted by closeness to the
+/// frame centre), at least `min_px` wide.
+pub fn pick(faces: &[Face], w: u32, h: u32, min_px: u32) -> Option<&Face> {
+    let (cx, cy) = (w as f32 / 2.0, h as f32 / 2.0);
+    let diag = (cx * cx + cy * cy).sqrt().max(1.0);
+    faces
+        .iter()
+        .filter(|f| f.width() >= min_px as f32)
+        .max_by(|a, b| {
+            let s = |f: &Face| {
+                let fx = (f.bbox[0] + f.bbox[2]) / 2.0 - cx;
+                let fy = (f.bbox[1] + f.bbox[3]) / 2.0 - cy;
+                f.area() * (1.0 - 0.5 * (fx * fx + fy * fy).sqrt() / diag)
+            };
+            s(a).total_cmp(&s(b))
+        })
+}
+
+impl Engine {
+    /// Detect, pick, align, presence, embed.
+    pub fn analyze(
+        &self,
+        img: &RgbImage,
+        min_face_px: u32,
+        presence_threshold: f32,
+    ) -> Result<Analysis, EngineError> {
+        let mut st = Stages::default();
+        let t = Instant::now();
+        let faces = self.detector.detect(img)?;
+        st.detect_ms = ms(t);
+        let usable = faces
+            .iter()
+            .filter(|f| f.width() >= min_face_px as f32)
+            .count();
+        let Some(face) = pick(&faces, img.width(), img.height(), min_face_px) else {
+            return Ok(Analysis {
+                face: None,
+                stages: st,
+            });
+        };
+        let t = Instant::now();
+        let crop = crate::align::align(img, &face.landmarks, &self.align)?;
+        st.align_ms = ms(t);
+        let t = Instant::now();
+        let p = crate::presence::presence(&crop, &self.align, presence_threshold);
+        st.presence_ms = ms(t);
+        let t = Instant::now();
+        let e = self.embedder.embed(&crop)?;
+        st.embed_ms = ms(t);
+        Ok(Analysis {
+            face: Some(FaceAnalysis {
+                face: face.clone(),
+                faces: usable,
+                masked: p.masked,
+                skin_share: p.skin_share,
+                embedding: e.into_vec(),
+                crop,
+            }),
+            stages: st,
+        })
+    }
+
+    /// Embed `img` with a synthetic mask of `style` painted on `face`.
+    pub fn embed_masked(
+        &self,
+        img: &RgbImage,
+        face: &Face,
+        style: &MaskStyle,
+        seed: u64,
+    ) -> Result<Vec<f32>, EngineError> {
+        let mut m = img.clone();
+        crate::mask::paint(&mut m, face, style, seed)?;
+        let crop = crate::align::align(&m, &face.landmarks, &self.align)?;
+        Ok(self.embedder.embed(&crop)?.into_vec())
+    }
+}
+
+/// Enrolment quality limits.
+#[derive(Debug, Clone)]
+pub struct QualityLimits {
+    pub min_face_px: u32,
+    pub min_sharpness: f32,
+    pub max_yaw: f32,
+}
+
+/// Variance of the 4-neighbour Laplacian of the grey image (blur measure).
+pub fn sharpness(crop: &RgbImage) -> f32 {
+    let (w, h) = crop.dimensions();
+    if w < 3 || h < 3 {
+        return 0.0;
+    }
+    let g = |x: u32, y: u32| {
+        let p = crop.get_pixel(x, y);
+        0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32
+    };
+    let mut vals = Vec::with_capacity(((w - 2) * (h - 2)) as usize);
+    for y in 1..h - 1 {
+        for x in 1..w - 1 {
+            vals.push(g(x - 1, y) + g(x + 1, y) + g(x, y - 1) + g(x, y + 1) - 4.0 * g(x, y));
+        }
+    }
+    let n = vals.len() as f32;
+    let mean = vals.iter().sum::<f32>() / n;
+    vals.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n
+}
+
+/// Head turn from the landmarks: horizontal offset of the nose from the eyes'
+/// midpoint, over half the eye distance (0 frontal, about 1 in profile).
+pub fn yaw(face: &Face) -> f32 {
+    let [le, re, nose, _, _] = face.landmarks;
+    let iod = ((re[0] - le[0]).powi(2) + (re[1] - le[1]).powi(2)).sqrt();
+    if iod <= f32::EPSILON {
+        return 1.0;
+    }
+    ((nose[0] - (le[0] + re[0]) / 2.0).abs() / (iod / 2.0)).min(1.0)
+}
+
+/// Why an enrolment capture is refused, if it is.
+pub fn quality(a: &FaceAnalysis, lim: &QualityLimits) -> Result<(), String> {
+    if a.faces != 1 {
+        return Err(format!("{} faces (need exactly one)", a.faces));
+    }
+    if a.face.width() < lim.min_face_px as f32 {
+        return Err(format!(
+            "face {:.0} px wide (need {} px)",
+            a.face.width(),
+            lim.min_face_px
+        ));
+    }
+    let s = sharpness(&a.crop);
+    if s < lim.min_sharpness {
+        return Err(format!(
+            "too blurry (sharpness {s:.0}, need {:.0})",
+            lim.min_sharpness
+        ));
+    }
+    let y = yaw(&a.face);
+    if y > lim.max_yaw {
+        return Err(format!(
+            "head turned (yaw {y:.2}, at most {:.2})",
+            lim.max_yaw
+        ));
+    }
+    if a.masked {
+        return Err("face is masked (enrol unmasked; masks are synthesised)".into());
+    }
+    Ok(())
+}
+
+/// Templates for one accepted capture: the unmasked one and one per mask style.
+pub fn templates_for(
+    engine: &Engine,
+    user: &str,
+    source: &str,
+    img: &RgbImage,
+    a: &FaceAnalysis,
+    styles: &[MaskStyle],
+    seed: u64,
+) -> Result<Vec<NewTemplate>, EngineError> {
+    let mut out = vec![NewTemplate {
+        user: user.to_string(),
+        embedding: a.embedding.clone(),
+        condition: Condition::Unmasked,
+        source: source.to_string(),
+        quality: a.face.score,
+    }];
+    for (i, style) in styles.iter().enumerate() {
+        let e = engine.embed_masked(img, &a.face, style, seed.wrapping_add(i as u64))?;
+        out.push(NewTemplate {
+            user: user.to_string(),
+            embedding: e,
+            condition: Condition::SyntheticMasked,
+            source: format!("{source} +synthetic"),
+            quality: a.face.score,
+        });
+    }
+    Ok(out)
+}
+
+/// Outcome of fusing frames.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fused {
+    /// Enough frames passed: mean score of the passing frames.
+    Accept { score: f32, passed: u32, seen: u32 },
+    /// Too many frames failed for `min` to be reachable within `max`.
+    Reject { best: f32, seen: u32 },
+}
+
+/// k-of-n frame fusion.
+#[derive(Debug, Clone)]
+pub struct Fusion {
+    min: u32,
+    max: u32,
+    passed: Vec<f32>,
+    seen: u32,
+    best: Option<f32>,
+}
+
+impl Fusion {
+    pub fn new(min: u32, max: u32) -> Fusion {
+        Fusion {
+            min: min.max(1),
+            max: max.max(min.max(1)),
+            passed: Vec::new(),
+            seen: 0,
+            best: None,
+        }
+    }
+
+    /// Add one face frame's score against its threshold; `Some` when decided.
+    pub fn push(&mut self, score: f32, threshold: f32) -> Option<Fused> {
+        self.seen += 1;
+        self.best = Some(self.best.map_or(score, |b| b.max(score)));
+        if score >= threshold {
+            self.passed.push(score);
+        }
+        let passed = self.passed.len() as u32;
+        if passed >= self.min {
+            return Some(Fused::Accept {
+                score: self.passed.iter().sum::<f32>() / passed as f32,
+                passed,
+                seen: self.seen,
+            });
+        }
+        if passed + (self.max - self.seen.min(self.max)) < self.min {
+            return Some(Fused::Reject {
+                best: self.best.unwrap_or(score),
+                seen: self.seen,
+            });
+        }
+        None
+    }
+
+    /// Frames that passed so far.
+    pub fn passed(&self) -> u32 {
+        self.passed.len() as u32
+    }
+
+    pub fn seen(&self) -> u32 {
+        self.seen
+    }
+
+    pub fn best(&self) -> Option<f32> {
+        self.best
+    }
+}
+
+/// Per-user failure back-off: `free` failures, then a delay of
+/// `base · 2^(n-free-1)` (capped at `max`) after each further failure.
+#[derive(Debug)]
+pub struct Lockout {
+    pub free: u32,
+    pub base: Duration,
+    pub max: Duration,
+    state: HashMap<String, (u32, Instant)>,
+}
+
+impl Lockout {
+    pub fn new(free: u32, base: Duration, max: Duration) -> Lockout {
+        Lockout {
+            free,
+            base,
+            max,
+            state: HashMap::new(),
+        }
+    }
+
+    /// `Err(remaining)` while `user` is locked out at `now`.
+    pub fn check(&self, user: &str, now: Instant) -> Result<(), Duration> {
+        match self.state.get(user) {
+            Some(&(n, until)) if n > self.free && until > now => Err(until - now),
+            _ => Ok(()),
+        }
+    }
+
+    /// Record a failure; returns the delay now imposed (zero while free).
+    pub fn failure(&mut self, user: &str, now: Instant) -> Duration {
+        if self.state.len() > 10_000 {
+            self.state.retain(|_, (_, until)| *until > now);
+        }
+        let e = self.state.entry(user.to_string()).or_insert((0, now));
+        e.0 = e.0.saturating_add(1);
+        let delay = if e.0 > self.free {
+            let k = (e.0 - self.free - 1).min(20);
+            self.base.saturating_mul(1u32 << k).min(self.max)
+        } else {
+            Duration::ZERO
+        };
+        e.1 = now + delay;
+        delay
+    }
+
+    pub fn success(&mut self, user: &str) {
+        self.state.remove(user);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn face(b: [f32; 4]) -> Face {
+        let (cx, cy, w) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0, b[2] - b[0]);
+        Face {
+            bbox: b,
+            score: 0.9,
+            landmarks: [
+                [cx - w / 5.0, cy - w / 8.0],
+                [cx + w / 5.0, cy - w / 8.0],
+                [cx, cy],
+                [cx - w / 6.0, cy + w / 5.0],
+                [cx + w / 6.0, cy + w / 5.0],
+            ],
+        }
+    }
+
+    #[test]
+    fn picks_the_large_central_face() {
+        let small = face([0.0, 0.0, 30.0, 30.0]);
+        let corner = face([0.0, 0.0, 100.0, 100.0]);
+        let centre = face([260.0, 180.0, 355.0, 275.0]);
+        let faces = [small.clone(), corner, centre.clone()];
+        assert_eq!(pick(&faces, 640, 480, 40), Some(&centre));
+        assert_eq!(pick(&[small], 640, 480, 40), None);
+        assert!(yaw(&centre) < 0.01);
+    }
+
+    #[test]
+    fn fusion_k_of_n() {
+        let mut f = Fusion::new(2, 4);
+        assert_eq!(f.push(0.9, 0.5), None);
+        assert_eq!(f.push(0.1, 0.5), None);
+        assert_eq!(
+            f.push(0.7, 0.5),
+            Some(Fused::Accept {
+                score: 0.8,
+                passed: 2,
+                seen: 3
+            })
+        );
+        let mut f = Fusion::new(2, 3);
+        assert_eq!(f.push(0.1, 0.5), None);
+        assert_eq!(f.push(0.3, 0.5), Some(Fused::Reject { best: 0.3, seen: 2 }));
+    }
+
+    #[test]
+    fn lockout_grows_and_resets() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut l = Lockout::new(3, s, Duration::from_secs(5));
+        for _ in 0..3 {
+            assert_eq!(l.failure("ann", t0), Duration::ZERO);
+            assert!(l.check("ann", t0).is_ok());
+        }
+        assert_eq!(l.failure("ann", t0), s);
+        assert_eq!(l.check("ann", t0), Err(s));
+        assert!(l.check("bob", t0).is_ok());
+        assert!(l.check("ann", t0 + s).is_ok());
+        assert_eq!(l.failure("ann", t0 + s), 2 * s);
+        assert_eq!(l.failure("ann", t0 + s), 4 * s);
+        assert_eq!(l.failure("ann", t0 + s), 5 * s, "capped");
+        l.success("ann");
+        assert!(l.check("ann", t0 + s).is_ok());
+        assert_eq!(l.failure("ann", t0), Duration::ZERO);
+    }
+
+    #[test]
+    fn sharpness_sees_blur() {
+        let sharp = RgbImage::from_fn(32, 32, |x, y| {
+            image::Rgb([if (x / 2 + y / 2) % 2 == 0 { 0 } else { 255 }; 3])
+        });
+        let flat = RgbImage::from_pixel(32, 32, image::Rgb([128; 3]));
+        assert!(sharpness(&sharp) > 1000.0);
+        assert_eq!(sharpness(&flat), 0.0);
+    }
+}
