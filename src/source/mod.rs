@@ -5,8 +5,8 @@
 //! its owner with back-off; every other error is about one frame or the
 //! configuration.
 
-pub mod v4l2;
 pub mod replay;
+pub mod v4l2;
 
 use std::time::Instant;
 
