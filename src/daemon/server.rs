@@ -39,6 +39,18 @@ fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
+/// The gallery's best match for a probe (best template of the best user).
+fn best_match(sh: &Shared, embedding: &[f32]) -> Option<crate::gallery::Match> {
+    let opts = SearchOptions {
+        k: 1,
+        ..Default::default()
+    };
+    sh.gallery
+        .search(embedding, &opts)
+        .ok()
+        .and_then(|m| m.into_iter().next())
+}
+
 struct ActiveGuard(Arc<Shared>);
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
@@ -436,17 +448,7 @@ fn identify(sh: &Arc<Shared>, timeout_ms: u64) -> Response {
                 let Some(f) = &a.face else { continue };
                 seen += 1;
                 let ts = Instant::now();
-                let top = sh
-                    .gallery
-                    .search(
-                        &f.embedding,
-                        &SearchOptions {
-                            k: 1,
-                            ..Default::default()
-                        },
-                    )
-                    .ok()
-                    .and_then(|m| m.into_iter().next());
+                let top = best_match(sh, &f.embedding);
                 stages.scan_ms += ms_since(ts);
                 if let Some(m) = top {
                     best = Some(best.map_or(m.score, |b| b.max(m.score)));
@@ -872,17 +874,7 @@ fn door_loop(sh: &Arc<Shared>) {
             continue;
         };
         arrival.get_or_insert(Instant::now());
-        let top = sh
-            .gallery
-            .search(
-                &f.embedding,
-                &SearchOptions {
-                    k: 1,
-                    ..Default::default()
-                },
-            )
-            .ok()
-            .and_then(|m| m.into_iter().next());
+        let top = best_match(sh, &f.embedding);
         let Some(m) = top.filter(|m| m.score >= thr.for_probe(f.masked)) else {
             window.push_back((String::new(), -1.0));
             if window.len() > cfg.decision.max_frames as usize {
