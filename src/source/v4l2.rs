@@ -109,7 +109,12 @@ impl V4l2Source {
             }
         })?;
         let caps = device.query_caps().map_err(|e| {
-            if e.raw_os_error() == Some(libc::ENOTTY) || e.raw_os_error() == Some(libc::EINVAL) {
+            // ENOTTY/EINVAL: the driver does not know VIDIOC_QUERYCAP; ENOSYS:
+            // the ioctl is not implemented at all (seen under qemu-user).
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOTTY | libc::EINVAL | libc::ENOSYS)
+            ) {
                 SourceError::NotACamera(format!("{name} is not a V4L2 device ({e})"))
             } else {
                 gone("query capabilities", &name, &e)
