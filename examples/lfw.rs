@@ -22,6 +22,8 @@ use facegate::align::align;
 use facegate::bundle::{default_models_dir, AlignSection, Bundle};
 use facegate::detect::{Detector, DetectorOptions, Face, TractDetector};
 use facegate::embed::{Embedder, EmbedderOptions, TractEmbedder};
+use facegate::eval::extract::FRONTAL_TEMPLATES;
+use facegate::eval::lfw::Pair;
 use facegate::mask::{self, template::TemplateSet, Procedural};
 use facegate::presence;
 
@@ -42,48 +44,10 @@ fn template(scale: f32, dy: f32) -> [[f32; 2]; 5] {
     })
 }
 
-struct Pair {
-    a: String,
-    b: String,
-    same: bool,
-    fold: usize,
-}
-
-fn image_path(name: &str, n: u32) -> String {
-    format!("{name}/{name}_{n:04}.jpg")
-}
-
+/// pairs.txt, parsed by the evaluation's own reader.
 fn read_pairs(lfw: &Path) -> Result<Vec<Pair>> {
     let text = std::fs::read_to_string(lfw.join("pairs.txt"))?;
-    let mut lines = text.lines();
-    let head: Vec<usize> = lines
-        .next()
-        .context("empty pairs.txt")?
-        .split_whitespace()
-        .map(|v| v.parse())
-        .collect::<Result<_, _>>()?;
-    let per = head[1];
-    let mut out = Vec::new();
-    for (i, l) in lines.enumerate() {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        let fold = i / (2 * per);
-        match f.as_slice() {
-            [n, a, b] => out.push(Pair {
-                a: image_path(n, a.parse()?),
-                b: image_path(n, b.parse()?),
-                same: true,
-                fold,
-            }),
-            [n1, a, n2, b] => out.push(Pair {
-                a: image_path(n1, a.parse()?),
-                b: image_path(n2, b.parse()?),
-                same: false,
-                fold,
-            }),
-            _ => bail!("bad line {l:?}"),
-        }
-    }
-    Ok(out)
+    facegate::eval::lfw::parse_pairs(&text).map_err(anyhow::Error::msg)
 }
 
 fn cache_dir() -> PathBuf {
@@ -338,17 +302,10 @@ fn presence_cmd(lfw: &Path, masks: &Path, n: usize) -> Result<()> {
     let subset: Vec<String> = images.iter().step_by(step).take(n).cloned().collect();
     let lm = landmarks(lfw, &subset)?;
     let set = TemplateSet::load(masks)?;
-    let names: Vec<&str> = [
-        "surgical",
-        "surgical_blue",
-        "surgical_green",
-        "cloth",
-        "KN95",
-        "N95",
-    ]
-    .into_iter()
-    .filter(|n| set.templates.contains_key(*n))
-    .collect();
+    let names: Vec<&str> = FRONTAL_TEMPLATES
+        .into_iter()
+        .filter(|n| set.templates.contains_key(*n))
+        .collect();
     let cfg = Bundle::open_named(&default_models_dir(), "facenet-int8-qdq-pt")?
         .manifest
         .align
