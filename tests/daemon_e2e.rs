@@ -557,6 +557,43 @@ fn daemon_end_to_end() {
     assert_eq!(names, ["A", "B"]);
     assert_eq!(users[0].uid, Some(4242));
     assert!(unlocked(&rig.verify("A", 8000), "A"), "after restart");
+
+    // Enrolment from the camera: A2 looks at it unmasked for two frames
+    // (quality-checked like files, plus synthetic-masked templates), then
+    // unlocks wearing a mask. No face in view → a quality error.
+    rig.show(&no_face);
+    let r = rig.call(Request::Enroll {
+        user: "A2".into(),
+        uid: None,
+        source: EnrollSource::Camera {
+            frames: 2,
+            timeout_ms: 1500,
+        },
+    });
+    assert_eq!(kind(&r), Some(ErrorKind::Quality), "no face in view: {r:?}");
+    rig.show(&photo("face_recognition/obama.jpg"));
+    let r = rig.call(Request::Enroll {
+        user: "A2".into(),
+        uid: None,
+        source: EnrollSource::Camera {
+            frames: 2,
+            timeout_ms: 10_000,
+        },
+    });
+    let Response::Enrolled(rep) = &r else {
+        panic!("camera enrolment: {r:?}")
+    };
+    assert_eq!(rep.unmasked, 2, "{rep:?}");
+    assert!(rep.synthetic_masked >= 2, "{rep:?}");
+    rig.show(&a_masked);
+    assert!(
+        unlocked(&rig.verify("A2", 8000), "A2"),
+        "camera-enrolled A2"
+    );
+    assert!(matches!(
+        rig.call(Request::Remove { user: "A2".into() }),
+        Response::Removed { .. }
+    ));
     // A stale socket file (daemon killed hard) is replaced; a live one is not.
     let mut second = Command::new(env!("CARGO_BIN_EXE_facegated"))
         .arg("--config")

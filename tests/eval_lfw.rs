@@ -137,3 +137,41 @@ fn committed_thresholds_read_as_manifest_thresholds() {
         }
     }
 }
+
+/// models/build applies models/thresholds.toml to exactly the model it was
+/// calibrated on: the installed default embedder carries the calibrated
+/// thresholds when its sha256 is the calibrated one, and says
+/// "uncalibrated" otherwise (a different model must never inherit them).
+/// The build is byte-reproducible (models/facegate_models/convert.py
+/// `canonicalise`, quantize.py `rounded_ranges`), so on a machine like the
+/// one that calibrated it the first branch is the one taken; the test says
+/// which.
+#[test]
+fn installed_manifest_carries_the_calibrated_thresholds() {
+    let models = default_models_dir();
+    let b = facegate::bundle::Bundle::open_named(&models, DEFAULT_EMBEDDER).unwrap();
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/thresholds.toml");
+    let doc: toml::Table = toml::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let t = doc[DEFAULT_EMBEDDER].as_table().unwrap();
+    let calibrated_on = t["model_sha256"].as_str().unwrap();
+    let got = b
+        .manifest
+        .thresholds
+        .as_ref()
+        .expect("[thresholds] in the manifest");
+    if b.sha256() == calibrated_on {
+        eprintln!("{DEFAULT_EMBEDDER}: this build is the calibrated model {calibrated_on}");
+        assert_eq!(got.status, "calibrated");
+        let f = |k: &str| t[k].as_float().unwrap() as f32;
+        assert_eq!(got.unmasked, Some(f("unmasked")));
+        assert_eq!(got.masked, Some(f("masked")));
+        assert!(b.manifest.calibrated_thresholds().is_some());
+    } else {
+        eprintln!(
+            "NOTE: {DEFAULT_EMBEDDER} here is {}, calibrated was {calibrated_on}: the build differs (another CPU?), thresholds must stay uncalibrated",
+            b.sha256()
+        );
+        assert_eq!(got.status, "uncalibrated");
+        assert!(b.manifest.calibrated_thresholds().is_none());
+    }
+}

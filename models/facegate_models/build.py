@@ -26,16 +26,24 @@ PIPELINE_VERSION = "1"
 
 
 def build_key() -> str:
+    """Key of the built models: the pipeline's sources and pins. The
+    calibrated thresholds are deliberately not part of it: they are applied
+    at install time (`install_thresholds`), so calibrating a model never
+    rebuilds (and so changes) the model it was calibrated on."""
     h = hashlib.sha256(PIPELINE_VERSION.encode())
     for p in sorted(HERE.glob("*.py")) + [HERE.parent / "requirements.txt"]:
         h.update(p.name.encode())
         h.update(p.read_bytes())
-    # Calibrated thresholds (written by `facegate eval lfw`, issue 6) go
-    # into the manifests, so a changed file must rebuild them.
-    if THRESHOLDS.exists():
-        h.update(THRESHOLDS.name.encode())
-        h.update(THRESHOLDS.read_bytes())
     return h.hexdigest()
+
+
+def install_key(key: str) -> str:
+    """What an installed models/out is current for: the build key plus
+    models/thresholds.toml."""
+    h = hashlib.sha256(key.encode())
+    if THRESHOLDS.exists():
+        h.update(THRESHOLDS.read_bytes())
+    return f"{key} thresholds {h.hexdigest()[:16]}"
 
 
 THRESHOLDS = HERE.parent / "thresholds.toml"
@@ -56,6 +64,26 @@ def thresholds_for(name: str, model_sha256: str, uncalibrated: dict) -> dict:
               f"this build made {model_sha256}: left uncalibrated (rerun facegate eval lfw)", file=sys.stderr)
         return uncalibrated
     return dict(t)
+
+
+def install_thresholds(out: Path) -> None:
+    """Write models/thresholds.toml's table into the [thresholds] of every
+    installed embedder manifest whose model is the one it was calibrated on
+    (the cache keeps the uncalibrated manifests)."""
+    import tomllib
+    from . import manifest
+    for mf in sorted((out / "bundles").glob("*/manifest.toml")):
+        doc = tomllib.loads(mf.read_text())
+        if doc.get("kind") != "embedder":
+            continue
+        t = thresholds_for(doc["name"], doc["model"]["sha256"], doc.get("thresholds", {}))
+        if t is doc.get("thresholds"):
+            continue
+        doc["thresholds"] = t
+        mf.unlink()  # a hard link into the cache: never write through it
+        manifest.write(mf, doc)
+        print(f"models: {doc['name']}: calibrated thresholds from {THRESHOLDS.name} "
+              f"(unmasked {t.get('unmasked')}, masked {t.get('masked')})")
 
 
 def sha256_file(p: Path) -> str:
@@ -222,7 +250,7 @@ def build(work: Path, dl: Path) -> None:
             "output": {"name": convert.FACENET_OUTPUT, "dim": 512, "l2_normalised": True},
             "align": common_align,
             "provenance": {**facenet_prov, **extra_prov},
-            "thresholds": thresholds_for(name, model_sha, thresholds),
+            "thresholds": thresholds,
         })
 
     facenet_manifest(fdir, "facenet-fp32", "fp32", {})
@@ -268,7 +296,8 @@ def main() -> int:
     a = ap.parse_args()
     key = build_key()
     stamp = a.out / "STAMP"
-    if not a.force and stamp.exists() and stamp.read_text().strip() == key and verify_out(a.out):
+    if not a.force and stamp.exists() and stamp.read_text().strip() == install_key(key) \
+            and verify_out(a.out):
         print(f"models: up to date in {a.out} (key {key[:12]})")
         return 0
     cached = a.cache / "models" / key[:16]
@@ -293,7 +322,8 @@ def main() -> int:
 
     shutil.copytree(cached, a.out, copy_function=link_or_copy)
     (a.out / "COMPLETE").unlink(missing_ok=True)
-    stamp.write_text(key + "\n")
+    install_thresholds(a.out)
+    stamp.write_text(install_key(key) + "\n")
     # Record the venv's Python for `facegate bench embed` (onnxruntime column).
     (a.out / "PYTHON").write_text(sys.executable + "\n")
     if not verify_out(a.out):

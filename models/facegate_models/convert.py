@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -28,8 +29,38 @@ def facenet_to_onnx(graph_pb: Path, out: Path, work: Path) -> None:
         raise RuntimeError(f"tf2onnx failed, see {log}")
     m = onnx.load(str(raw))
     make_batch_dynamic(m)
+    canonicalise(m)
     onnx.checker.check_model(m)
     onnx.save(m, str(out))
+
+
+def canonicalise(m: onnx.ModelProto) -> None:
+    """Make the converted graph byte-reproducible. tf2onnx merges identical
+    constants keeping whichever name it meets first (which varies from run
+    to run even with a fixed PYTHONHASHSEED) and records the input's path in
+    doc_string. Name every initializer by its content (which also merges
+    duplicates), sort them, and fix the doc string, so that the same inputs
+    give the same sha256 on every machine -- the calibrated thresholds are
+    keyed by that sha256."""
+    g = m.graph
+    rename: dict[str, str] = {}
+    kept: dict[str, onnx.TensorProto] = {}
+    for init in g.initializer:
+        t = onnx.TensorProto()
+        t.CopyFrom(init)
+        t.name = ""
+        new = "const_" + hashlib.sha256(t.SerializeToString(deterministic=True)).hexdigest()[:20]
+        rename[init.name] = new
+        if new not in kept:
+            t.name = new
+            kept[new] = t
+    del g.initializer[:]
+    g.initializer.extend(kept[k] for k in sorted(kept))
+    for n in g.node:
+        for k, x in enumerate(n.input):
+            if x in rename:
+                n.input[k] = rename[x]
+    g.doc_string = "FaceNet 20180408-102900 converted by tf2onnx (facegate models/build)"
 
 
 def make_batch_dynamic(m: onnx.ModelProto) -> None:

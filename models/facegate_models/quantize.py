@@ -14,6 +14,62 @@ import onnx
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                       QuantType, quantize_static)
 from onnxruntime.quantization.shape_inference import quant_pre_process
+import importlib
+from onnxruntime.quantization.calibrate import TensorData, TensorsData
+
+# The module (the package re-exports a function of the same name).
+_ort_quantize = importlib.import_module("onnxruntime.quantization.quantize")
+
+# Significant decimal digits kept of every calibrated activation range.
+RANGE_DIGITS = 4
+
+
+def round_outward(x: np.ndarray, up: bool) -> np.ndarray:
+    """`x` rounded to RANGE_DIGITS significant digits, away from the range's
+    inside (up for a maximum, down for a minimum), in x's dtype."""
+    v = float(x)
+    if v == 0.0 or not np.isfinite(v):
+        return x
+    step = 10.0 ** (np.floor(np.log10(abs(v))) - (RANGE_DIGITS - 1))
+    r = (np.ceil if up else np.floor)(v / step) * step
+    return np.array(r, dtype=x.dtype)
+
+
+class rounded_ranges:
+    """Within this context, onnxruntime's calibration ranges are rounded
+    outward to RANGE_DIGITS significant digits before the scales are
+    computed. MinMax ranges carry the last-bit noise of the float kernels
+    that produced them (which differs between CPUs and SIMD paths), and those
+    bits end up in the model's scale constants, so in its sha256 -- which the
+    calibrated thresholds are keyed by. Rounding makes the quantised model
+    reproducible on other machines; the scales move by < 0.1 %."""
+
+    def __enter__(self):
+        self.orig = _ort_quantize.create_calibrator
+
+        def create(*args, **kwargs):
+            cal = self.orig(*args, **kwargs)
+            compute = cal.compute_data
+
+            def compute_rounded():
+                t = compute()
+                out = {}
+                for k in t:
+                    d = t[k]
+                    lo, hi = d.range_value
+                    out[k] = TensorData(lowest=round_outward(np.asarray(lo), False),
+                                        highest=round_outward(np.asarray(hi), True))
+                return TensorsData(t.calibration_method, out)
+
+            cal.compute_data = compute_rounded
+            return cal
+
+        _ort_quantize.create_calibrator = create
+        return self
+
+    def __exit__(self, *exc):
+        _ort_quantize.create_calibrator = self.orig
+        return False
 
 
 @dataclass(frozen=True)
@@ -68,13 +124,14 @@ def quantise(fp32: Path, out: Path, variant: Variant, input_name: str,
     exclude = float_tail(m)
     batches = [calib[i:i + 1] for i in range(calib.shape[0])]
     print(f"[quantise] {variant.name} on {len(batches)} crops", flush=True)
-    quantize_static(
-        str(pre), str(out), Crops(input_name, batches),
-        quant_format=variant.fmt,
-        op_types_to_quantize=list(variant.ops) if variant.ops else None,
-        per_channel=variant.per_channel,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        nodes_to_exclude=exclude,
-        calibrate_method=CalibrationMethod.MinMax,
-    )
+    with rounded_ranges():
+        quantize_static(
+            str(pre), str(out), Crops(input_name, batches),
+            quant_format=variant.fmt,
+            op_types_to_quantize=list(variant.ops) if variant.ops else None,
+            per_channel=variant.per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=exclude,
+            calibrate_method=CalibrationMethod.MinMax,
+        )

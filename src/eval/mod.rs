@@ -6,7 +6,8 @@
 //! every image of a condition; [`stats`] holds the metrics (10-fold
 //! accuracy, TAR at FAR, EER, open-set DIR); [`plot`] draws PNG charts
 //! without any system font; [`report`] runs every protocol and writes
-//! `report.md`; [`calibrate`] chooses the daemon's thresholds.
+//! `report.md`; [`calibrate`] chooses the daemon's thresholds; [`seed`]
+//! reproduces the seed report's 1-NN protocol.
 
 pub mod cache;
 pub mod calibrate;
@@ -14,6 +15,7 @@ pub mod extract;
 pub mod lfw;
 pub mod plot;
 pub mod report;
+pub mod seed;
 pub mod stats;
 
 use std::path::PathBuf;
