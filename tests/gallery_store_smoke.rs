@@ -1,4 +1,4 @@
-//! Small end-to-end store test, also run under qemu-aarch64 (see NOTES.md):
+//! Small end-to-end store test, also run under qemu-aarch64 (see docs/GALLERY.md, "sled under qemu-aarch64"):
 //! create a NEW gallery, enrol, search, reopen, export, import.
 
 use facegate::gallery::bench::XorShift;
