@@ -126,6 +126,11 @@ pub struct Enroll {
     /// |yaw| estimate from the landmarks, 0 = frontal, 1 = profile.
     pub max_yaw: f32,
     /// Synthetic masks rendered per unmasked template (mask styles).
+    /// Default none: with them, a masked impostor is compared with masked
+    /// templates too, and at the thresholds calibrated for unmasked
+    /// enrolment the false accepts of masked probes rise about 100-fold
+    /// (docs/ACCURACY.md, "Enrolment strategies": FAR 6.6e-5 → 6.5e-3).
+    /// Enable only with thresholds calibrated for that enrolment.
     pub synthetic_masks: Vec<String>,
     pub seed: u64,
 }
@@ -251,7 +256,7 @@ impl Default for Enroll {
             min_face_px: 60,
             min_sharpness: 20.0,
             max_yaw: 0.6,
-            synthetic_masks: vec!["surgical".into(), "kn95".into(), "black-cloth".into()],
+            synthetic_masks: Vec::new(),
             seed: 1,
         }
     }

@@ -197,6 +197,8 @@ max_frames = 4
 cooldown_ms = 1500
 [lockout]
 free_failures = 5
+[enroll]
+synthetic_masks = ["surgical", "kn95", "black-cloth"]
 {extra}
 "#,
         sock = rig.sock().display(),

@@ -1146,7 +1146,9 @@ fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode> {
         let fw = f.bbox[2] - f.bbox[0];
         let cx = (f.bbox[0] + f.bbox[2]) / 2.0;
         let cy = (f.bbox[1] + f.bbox[3]) / 2.0;
-        let rw = (3.0 * fw).min(photo.width() as f32).min(photo.height() as f32 * 4.0 / 3.0);
+        let rw = (3.0 * fw)
+            .min(photo.width() as f32)
+            .min(photo.height() as f32 * 4.0 / 3.0);
         let rh = rw * 3.0 / 4.0;
         let x0 = (cx - rw / 2.0).clamp(0.0, photo.width() as f32 - rw) as u32;
         let y0 = (cy - rh / 2.0).clamp(0.0, photo.height() as f32 - rh) as u32;
