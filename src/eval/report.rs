@@ -378,6 +378,17 @@ pub const SEED_REPORT_EXPERIMENT_1: [(&str, bool, f64, f64); 4] = [
     ("test", false, 0.1278, 0.8433),
 ];
 
+/// One row of the seed-report table: probes of `table` against `gallery`.
+struct SeedRow<'a> {
+    probe: String,
+    table: &'a Table,
+    gallery_label: String,
+    gallery: &'a super::seed::Gallery<'a>,
+    /// Which of the report's rows is comparable (masked or not), if any.
+    report_masked: Option<bool>,
+    threshold: f32,
+}
+
 /// The seed report's protocol (see [`super::seed`]) beside its Experiment 1.
 fn seed_section(d: &Data, tu: f32, tm: f32) -> String {
     use super::seed::{one_nn, Gallery};
@@ -397,36 +408,43 @@ fn seed_section(d: &Data, tu: f32, tm: f32) -> String {
         } else {
             &s.test
         };
-        let mut rows: Vec<(String, &Table, String, &Gallery, Option<bool>, f32)> = vec![(
-            "unmasked".into(),
-            &d.unmasked,
-            "unmasked".into(),
-            &gu,
-            Some(false),
-            tu,
-        )];
+        let mut rows = vec![SeedRow {
+            probe: "unmasked".into(),
+            table: &d.unmasked,
+            gallery_label: "unmasked".into(),
+            gallery: &gu,
+            report_masked: Some(false),
+            threshold: tu,
+        }];
         if let Some((l, g)) = &mg {
-            let t = &d.masked[0].1;
-            rows.push((
-                format!("masked ({l})"),
-                t,
-                format!("masked ({l})"),
-                g,
-                Some(true),
-                tm,
-            ));
+            rows.push(SeedRow {
+                probe: format!("masked ({l})"),
+                table: &d.masked[0].1,
+                gallery_label: format!("masked ({l})"),
+                gallery: g,
+                report_masked: Some(true),
+                threshold: tm,
+            });
         }
         for (l, t) in &d.masked {
-            rows.push((
-                format!("masked ({l})"),
-                t,
-                "unmasked (the door)".into(),
-                &gu,
-                None,
-                tm,
-            ));
+            rows.push(SeedRow {
+                probe: format!("masked ({l})"),
+                table: t,
+                gallery_label: "unmasked (the door)".into(),
+                gallery: &gu,
+                report_masked: None,
+                threshold: tm,
+            });
         }
-        for (pl, t, gl, g, theirs, thr) in rows {
+        for row in rows {
+            let SeedRow {
+                probe: pl,
+                table: t,
+                gallery_label: gl,
+                gallery: g,
+                report_masked: theirs,
+                threshold: thr,
+            } = row;
             let c = one_nn(g, probes, t, thr);
             let rep = theirs.and_then(|m| {
                 SEED_REPORT_EXPERIMENT_1
