@@ -56,6 +56,11 @@ pub struct Models {
     pub embedder: String,
     pub detector: String,
     pub threads: usize,
+    /// Frames whose longer side exceeds this are downscaled before detection
+    /// (landmarks are scaled back; alignment uses the full frame); 0 = never.
+    /// 320 makes detection ~4x cheaper on a 640x480 camera (docs/PERFORMANCE.md)
+    /// at the cost of faces under ~32 px wide.
+    pub detect_max_side: u32,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -206,6 +211,7 @@ impl Default for Models {
             embedder: crate::bundle::DEFAULT_EMBEDDER.into(),
             detector: crate::bundle::DEFAULT_DETECTOR.into(),
             threads: 1,
+            detect_max_side: 1280,
         }
     }
 }
@@ -332,6 +338,13 @@ impl Config {
                 self.models.threads
             ));
         }
+        let m = self.models.detect_max_side;
+        if m != 0 && !(crate::detect::MIN_SIDE..=8192).contains(&m) {
+            return bad(format!(
+                "models.detect_max_side {m} is not 0 (never downscale) or in {}..=8192",
+                crate::detect::MIN_SIDE
+            ));
+        }
         let c = &self.camera;
         if let Err(e) = c.format.parse::<PixelFormat>() {
             return bad(format!("camera.format: {e}"));
@@ -448,6 +461,7 @@ max_clients = 32
 [models]
 embedder = "facenet-fp32"
 threads = 2
+detect_max_side = 320
 [camera]
 kind = "replay"
 replay = ["/tmp/frames"]
@@ -469,6 +483,7 @@ synthetic_masks = ["surgical"]
         assert_eq!(c.camera.v4l2().unwrap().format, PixelFormat::Yuyv);
         assert_eq!(c.thresholds.masked, Some(0.5));
         assert_eq!(c.models.threads, 2);
+        assert_eq!(c.models.detect_max_side, 320);
     }
 
     #[test]
@@ -478,6 +493,14 @@ synthetic_masks = ["surgical"]
         assert!(msg("[daemon]\nsocket_mode = \"rw\"").contains("octal"));
         assert!(msg("[camera]\nkind = \"replay\"").contains("camera.replay"));
         assert!(msg("[camera]\nformat = \"h264\"").contains("camera.format"));
+        assert!(msg("[models]\ndetect_max_side = 8").contains("models.detect_max_side"));
+        assert_eq!(
+            parse("[models]\ndetect_max_side = 0")
+                .unwrap()
+                .models
+                .detect_max_side,
+            0
+        );
         assert!(msg("[thresholds]\nmasked = 1.5").contains("thresholds.masked"));
         assert!(msg("[decision]\nmin_frames = 4\nmax_frames = 2").contains("min_frames"));
         assert!(msg("[enroll]\nsynthetic_masks = [\"party-hat\"]").contains("synthetic_masks"));

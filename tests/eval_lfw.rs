@@ -62,7 +62,7 @@ fn lfw_one_fold_accuracy_floors() {
         .map(PathBuf::from)
         .unwrap_or_else(|| tmp.path().to_path_buf());
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let front = Front::new(&lfw, &models, DEFAULT_DETECTOR, &cache, threads).unwrap();
+    let front = Front::new(&lfw, &models, DEFAULT_DETECTOR, &cache, threads, None).unwrap();
     let model = Model::load(&models, DEFAULT_EMBEDDER).unwrap();
     let pairs: Vec<_> = lfw.pairs.iter().filter(|p| p.fold == 0).cloned().collect();
     let mut images: Vec<String> = pairs

@@ -107,6 +107,11 @@ struct EvalLfwArgs {
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Detect on a copy downscaled to this longer side (LFW images are
+    /// 250 px: 125 detects at half scale, like detect_max_side = 320 on a
+    /// 640x480 camera). Default: the daemon's default.
+    #[arg(long, value_name = "PX")]
+    detect_max_side: Option<u32>,
 }
 
 #[derive(Args, Clone)]
@@ -329,6 +334,12 @@ struct BenchDaemonArgs {
     /// The facegated binary (default: next to this one).
     #[arg(long)]
     facegated: Option<PathBuf>,
+    /// The daemon's [models] threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// The daemon's [models] detect_max_side (0 = never downscale).
+    #[arg(long, default_value_t = 1280)]
+    detect_max_side: u32,
 }
 
 #[derive(Args)]
@@ -1197,7 +1208,7 @@ fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode> {
         let state = work.join(format!("state-{w}x{h}"));
         let cfg = format!(
             "[daemon]\nsocket = {sock:?}\nstate_dir = {state:?}\n[models]\ndir = {models:?}\n\
-             [camera]\nkind = \"replay\"\nreplay = [{cam:?}]\nfps = {fps}\nwidth = {w}\nheight = {h}\n\
+             threads = {threads}\ndetect_max_side = {max_side}\n[camera]\nkind = \"replay\"\nreplay = [{cam:?}]\nfps = {fps}\nwidth = {w}\nheight = {h}\n\
              [decision]\nmin_frames = {f}\nmax_frames = {f}\n\
              [thresholds]\nunmasked = 0.5\nmasked = 0.5\n[lockout]\nfree_failures = 1000\n",
             sock = sock.display().to_string(),
@@ -1206,6 +1217,8 @@ fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode> {
             cam = work.join("cam").display().to_string(),
             fps = a.fps,
             f = a.frames.max(1),
+            threads = a.threads,
+            max_side = a.detect_max_side,
         );
         std::fs::write(work.join("config.toml"), cfg)?;
         let t0 = Instant::now();
@@ -1444,6 +1457,7 @@ fn eval_lfw(models: &Path, a: EvalLfwArgs) -> Result<ExitCode> {
         target_far: a.target_far,
         cache,
         threads: a.threads,
+        detect_max_side: a.detect_max_side,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
     facegate::eval::report::run(&o)?;

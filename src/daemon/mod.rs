@@ -283,6 +283,7 @@ pub fn start(
         &det_b,
         &DetectorOptions {
             threads: cfg.models.threads,
+            max_side: (cfg.models.detect_max_side > 0).then_some(cfg.models.detect_max_side),
             ..Default::default()
         },
     )

@@ -239,6 +239,8 @@ pub struct Front<'a> {
     pub detector: TractDetector,
     pub detector_name: String,
     pub detector_sha: String,
+    /// Cache-key suffix for non-default detector options ("" by default).
+    detector_opts_tag: String,
     pub cache: PathBuf,
     pub pool: rayon::ThreadPool,
     keys: HashMap<String, String>,
@@ -291,9 +293,17 @@ impl<'a> Front<'a> {
         detector: &str,
         cache: &Path,
         threads: usize,
+        detect_max_side: Option<u32>,
     ) -> Result<Front<'a>, EvalError> {
         let b = Bundle::open_named(models, detector)?;
-        let det = TractDetector::from_bundle(&b, &DetectorOptions::default())?;
+        let mut opts = DetectorOptions::default();
+        // Detections (and so embeddings) made at another scale are cached apart.
+        let mut detector_opts_tag = String::new();
+        if let Some(m) = detect_max_side.filter(|&m| Some(m) != opts.max_side) {
+            opts.max_side = (m > 0).then_some(m);
+            detector_opts_tag = format!("-ms{m}");
+        }
+        let det = TractDetector::from_bundle(&b, &opts)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
             .thread_name(|i| format!("facegate-eval-{i}"))
@@ -320,6 +330,7 @@ impl<'a> Front<'a> {
             detector: det,
             detector_name: detector.to_string(),
             detector_sha: b.sha256().to_string(),
+            detector_opts_tag,
             cache: cache.to_path_buf(),
             pool,
             keys: keys.into_iter().collect(),
@@ -335,20 +346,22 @@ impl<'a> Front<'a> {
 
     fn det_log(&self, r: &Renderer) -> Result<RecordLog, EvalError> {
         RecordLog::open(&self.cache.join(format!(
-            "det-{}-{}-{}-v{PIPELINE_VERSION}.log",
+            "det-{}-{}{}-{}-v{PIPELINE_VERSION}.log",
             self.detector_name,
             &self.detector_sha[..16],
+            self.detector_opts_tag,
             r.key()
         )))
     }
 
     fn emb_log(&self, m: &Model, r: &Renderer) -> Result<RecordLog, EvalError> {
         RecordLog::open(&self.cache.join(format!(
-            "emb-{}-{}-{}-{}-{}-v{PIPELINE_VERSION}.log",
+            "emb-{}-{}-{}-{}{}-{}-v{PIPELINE_VERSION}.log",
             m.name,
             &m.sha256[..16],
             m.align_tag(),
             &self.detector_sha[..12],
+            self.detector_opts_tag,
             r.key()
         )))
     }

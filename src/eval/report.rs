@@ -28,6 +28,9 @@ pub struct Options {
     pub target_far: f64,
     pub cache: PathBuf,
     pub threads: usize,
+    /// Detect on a copy downscaled to this longer side (None: the daemon's
+    /// default), to measure what `[models] detect_max_side` costs.
+    pub detect_max_side: Option<u32>,
     /// The command line, for the report.
     pub command: String,
 }
@@ -56,7 +59,14 @@ pub const CAL_PER_PERSON: usize = 6;
 /// Compute (or load from the cache) every embedding the protocols need.
 pub fn extract_all(o: &Options) -> Result<(Data, Model, String), EvalError> {
     let lfw = Lfw::open(&o.data)?;
-    let front = Front::new(&lfw, &o.models, &o.detector, &o.cache, o.threads)?;
+    let front = Front::new(
+        &lfw,
+        &o.models,
+        &o.detector,
+        &o.cache,
+        o.threads,
+        o.detect_max_side,
+    )?;
     let model = Model::load(&o.models, &o.bundle)?;
     let renderers: Vec<Renderer> = o
         .masks
@@ -140,7 +150,10 @@ pub fn extract_all(o: &Options) -> Result<(Data, Model, String), EvalError> {
         }
         None => None,
     };
-    let det = format!("{} (sha256 {})", front.detector_name, front.detector_sha);
+    let mut det = format!("{} (sha256 {})", front.detector_name, front.detector_sha);
+    if let Some(m) = o.detect_max_side {
+        det.push_str(&format!(", detecting at max side {m} px"));
+    }
     Ok((
         Data {
             lfw,
