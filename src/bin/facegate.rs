@@ -1337,8 +1337,9 @@ fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode> {
         drop(daemon);
     }
     println!(
-        "daemon benchmark: facegated on a replay camera ({} fps), {} decisions per row, {} frame(s) fused per decision; stage columns are ms per frame (mean), as the daemon reports them",
-        a.fps, a.runs, a.frames
+        "daemon benchmark: facegated on a replay camera ({} fps), {} decisions per row, {} frame(s) fused per decision, \
+         [models] threads = {}, detect_max_side = {}; stage columns are ms per frame (mean), as the daemon reports them",
+        a.fps, a.runs, a.frames, a.threads, a.detect_max_side
     );
     print!(
         "{}",
