@@ -290,8 +290,12 @@ pub fn run(cmd: DaemonCmd) -> Result<ExitCode> {
             print(&conn, &r, || {
                 match &r {
                 Response::Status(s) => format!(
-                    "facegated {} (protocol {}), up {:.0} s\nsource: {} — {} ({} frames, {} reopens)\ngallery: {} users, {} templates\nmodels: detector {}, embedder {}\nthresholds: unmasked {}, masked {}\nclients: {}, door subscribers: {}",
+                    "facegated {} (protocol {}), up {:.0} s\nsource: {} — {} ({} frames, {} reopens){}\ngallery: {} users, {} templates\nmodels: detector {}, embedder {}\nthresholds: unmasked {}, masked {}\nclients: {}, door subscribers: {}",
                     s.version, s.protocol, s.uptime_s, s.source, s.source_state, s.frames, s.source_reopens,
+                    s.ir_camera.as_ref().map_or(String::new(), |ir| format!(
+                        "\nIR camera: {} — {} ({} frames, {} reopens)",
+                        ir.source, ir.state, ir.frames, ir.reopens
+                    )),
                     s.users, s.templates, s.detector, s.embedder,
                     s.threshold_unmasked.map_or("unset".into(), |t| format!("{t:.3}")),
                     s.threshold_masked.map_or("unset".into(), |t| format!("{t:.3}")),

@@ -85,6 +85,11 @@ pub struct Camera {
     /// Reopen back-off after the source fails: first and largest delay.
     pub reopen_min_ms: u64,
     pub reopen_max_ms: u64,
+    /// Optional second camera (`[camera.ir]`, same keys), typically an IR
+    /// camera for liveness checks: streamed, reopened and reported in
+    /// `status` like the main one, its latest frame kept for later liveness
+    /// work. Decisions do not use it yet.
+    pub ir: Option<Box<Camera>>,
 }
 
 /// Cosine thresholds; override the model manifest's calibrated values.
@@ -230,6 +235,7 @@ impl Default for Camera {
             replay: Vec::new(),
             reopen_min_ms: 250,
             reopen_max_ms: 10_000,
+            ir: None,
         }
     }
 }
@@ -279,6 +285,34 @@ impl Default for Lockout {
 }
 
 impl Camera {
+    /// Check one camera table; messages name keys under `key` ("camera", "camera.ir").
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if let Err(e) = self.format.parse::<PixelFormat>() {
+            return bad(format!("{key}.format: {e}"));
+        }
+        if !(1..=120).contains(&self.fps) {
+            return bad(format!("{key}.fps {} is not in 1..=120", self.fps));
+        }
+        if self.width < 16 || self.height < 16 || self.width > 8192 || self.height > 8192 {
+            return bad(format!(
+                "{key} size {}x{} is out of range",
+                self.width, self.height
+            ));
+        }
+        if self.kind == SourceKind::Replay && self.replay.is_empty() {
+            return bad(format!(
+                "{key}.kind = \"replay\" needs {key}.replay = [\"<dir or images>\"]"
+            ));
+        }
+        if self.reopen_min_ms == 0 || self.reopen_min_ms > self.reopen_max_ms {
+            return bad(format!(
+                "{key}.reopen_min_ms must be > 0 and <= {key}.reopen_max_ms"
+            ));
+        }
+        Ok(())
+    }
+
     /// The V4L2 settings.
     pub fn v4l2(&self) -> Result<V4l2Config, String> {
         Ok(V4l2Config {
@@ -345,26 +379,21 @@ impl Config {
                 crate::detect::MIN_SIDE
             ));
         }
-        let c = &self.camera;
-        if let Err(e) = c.format.parse::<PixelFormat>() {
-            return bad(format!("camera.format: {e}"));
-        }
-        if !(1..=120).contains(&c.fps) {
-            return bad(format!("camera.fps {} is not in 1..=120", c.fps));
-        }
-        if c.width < 16 || c.height < 16 || c.width > 8192 || c.height > 8192 {
-            return bad(format!(
-                "camera size {}x{} is out of range",
-                c.width, c.height
-            ));
-        }
-        if c.kind == SourceKind::Replay && c.replay.is_empty() {
-            return bad(
-                "camera.kind = \"replay\" needs camera.replay = [\"<dir or images>\"]".into(),
-            );
-        }
-        if c.reopen_min_ms == 0 || c.reopen_min_ms > c.reopen_max_ms {
-            return bad("camera.reopen_min_ms must be > 0 and <= camera.reopen_max_ms".into());
+        self.camera.validate("camera")?;
+        if let Some(ir) = &self.camera.ir {
+            ir.validate("camera.ir")?;
+            if ir.ir.is_some() {
+                return bad("camera.ir cannot have its own [camera.ir.ir]".into());
+            }
+            if ir.kind == SourceKind::V4l2
+                && self.camera.kind == SourceKind::V4l2
+                && ir.device == self.camera.device
+            {
+                return bad(format!(
+                    "camera.ir.device {} is the main camera's device",
+                    ir.device.display()
+                ));
+            }
         }
         let t = &self.thresholds;
         for (k, v) in [("unmasked", t.unmasked), ("masked", t.masked)] {
@@ -484,6 +513,22 @@ synthetic_masks = ["surgical"]
         assert_eq!(c.thresholds.masked, Some(0.5));
         assert_eq!(c.models.threads, 2);
         assert_eq!(c.models.detect_max_side, 320);
+        assert_eq!(c.camera.ir, None);
+    }
+
+    #[test]
+    fn optional_ir_camera() {
+        let c = parse(
+            "[camera]\ndevice = \"/dev/video0\"\n[camera.ir]\ndevice = \"/dev/video2\"\nformat = \"grey\"\nwidth = 340\nheight = 340\n",
+        )
+        .unwrap();
+        let ir = c.camera.ir.as_deref().unwrap();
+        assert_eq!(ir.device, PathBuf::from("/dev/video2"));
+        assert_eq!(ir.v4l2().unwrap().format, PixelFormat::Grey);
+        assert_eq!((ir.width, ir.height), (340, 340));
+        // Unset keys take the camera defaults, not the main camera's values.
+        assert_eq!(ir.fps, Camera::default().fps);
+        assert!(ir.ir.is_none());
     }
 
     #[test]
@@ -494,6 +539,10 @@ synthetic_masks = ["surgical"]
         assert!(msg("[camera]\nkind = \"replay\"").contains("camera.replay"));
         assert!(msg("[camera]\nformat = \"h264\"").contains("camera.format"));
         assert!(msg("[models]\ndetect_max_side = 8").contains("models.detect_max_side"));
+        assert!(msg("[camera.ir]\nformat = \"h264\"").contains("camera.ir.format"));
+        assert!(msg("[camera.ir]\nkind = \"replay\"").contains("camera.ir.replay"));
+        assert!(msg("[camera.ir]\ndevice = \"/dev/video0\"").contains("main camera"));
+        assert!(msg("[camera.ir.ir]\ndevice = \"/dev/video4\"").contains("camera.ir"));
         assert_eq!(
             parse("[models]\ndetect_max_side = 0")
                 .unwrap()

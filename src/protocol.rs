@@ -210,6 +210,18 @@ pub struct StatusInfo {
     pub threshold_masked: Option<f32>,
     pub clients: usize,
     pub subscribers: usize,
+    /// The optional second (IR) camera (`[camera.ir]`), absent when not configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ir_camera: Option<SourceStatus>,
+}
+
+/// State of a frame source, as in [`StatusInfo`]'s `source*` fields.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SourceStatus {
+    pub source: String,
+    pub state: String,
+    pub frames: u64,
+    pub reopens: u64,
 }
 
 /// Result of an enrolment.

@@ -211,6 +211,39 @@ synthetic_masks = ["surgical", "kn95", "black-cloth"]
 
 const THRESHOLDS: &str = "[thresholds]\nunmasked = 0.50\nmasked = 0.55\n";
 
+/// A second ("IR") camera: a replay of `ir/`, or a V4L2 device that is not there.
+fn ir_camera(rig: &Rig, present: bool) -> String {
+    if present {
+        format!(
+            "[camera.ir]\nkind = \"replay\"\nreplay = [\"{}\"]\nfps = 5\nreopen_min_ms = 100\nreopen_max_ms = 500\n",
+            rig.p("ir").display()
+        )
+    } else {
+        format!(
+            "[camera.ir]\nkind = \"v4l2\"\ndevice = \"{}\"\nformat = \"grey\"\nreopen_min_ms = 100\nreopen_max_ms = 500\n",
+            rig.p("no-ir-camera").display()
+        )
+    }
+}
+
+/// Poll `status` until `ok` holds for the IR camera (3 s at most).
+fn wait_ir(rig: &Rig, what: &str, ok: impl Fn(&facegate::protocol::SourceStatus) -> bool) {
+    let t = Instant::now();
+    loop {
+        let Response::Status(s) = rig.call(Request::Status) else {
+            panic!()
+        };
+        if s.ir_camera.as_ref().is_some_and(&ok) {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "IR camera {what}: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn daemon_end_to_end() {
     let t_all = Instant::now();
@@ -225,7 +258,9 @@ fn daemon_end_to_end() {
     )
     .unwrap();
     std::fs::create_dir(rig.cam()).unwrap();
-    write_config(&rig, THRESHOLDS);
+    std::fs::create_dir(rig.p("ir")).unwrap();
+    std::fs::copy(photo("skimage/coffee.png"), rig.p("ir/ir.png")).unwrap();
+    write_config(&rig, &format!("{THRESHOLDS}{}", ir_camera(&rig, true)));
     let a_masked = masked(&rig, "face_recognition/obama3.jpg", "surgical", 7);
     let b_masked = masked(&rig, "face_recognition/biden.jpg", "surgical", 7);
     let no_face = photo("skimage/coffee.png");
@@ -234,6 +269,10 @@ fn daemon_end_to_end() {
 
     let ready = rig.start();
     eprintln!("start to ready: {ready:?}");
+    // The optional IR camera streams beside the main one.
+    wait_ir(&rig, "streaming", |ir| {
+        ir.state == "streaming" && ir.frames > 0
+    });
 
     // Enrol A (and B) from unmasked photos; a photo without a face is rejected.
     let r = rig.call(Request::Enroll {
@@ -539,12 +578,23 @@ fn daemon_end_to_end() {
     assert!(unlocked(&rig.verify("A", 8000), "A"), "after recovery");
 
     // SIGHUP reload: a stricter masked threshold now denies masked A.
-    write_config(&rig, "[thresholds]\nunmasked = 0.50\nmasked = 0.99\n");
+    // The same reload points the IR camera at a device that is not there:
+    // it is reported down and retried, and decisions go on without it.
+    write_config(
+        &rig,
+        &format!(
+            "[thresholds]\nunmasked = 0.50\nmasked = 0.99\n{}",
+            ir_camera(&rig, false)
+        ),
+    );
     let pid = nix::unistd::Pid::from_raw(rig.daemon.as_ref().unwrap().id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let r = rig.verify("A", 3000);
     assert_eq!(denied(&r), Some(DenyReason::NoMatch), "{r:?}");
+    wait_ir(&rig, "down", |ir| {
+        ir.state.starts_with("down") && ir.source == rig.p("no-ir-camera").display().to_string()
+    });
     write_config(&rig, THRESHOLDS);
 
     // Restart keeps the gallery.
@@ -552,6 +602,10 @@ fn daemon_end_to_end() {
     assert!(!rig.sock().exists(), "socket removed on SIGTERM");
     let ready = rig.start();
     eprintln!("restart to ready: {ready:?}");
+    let Response::Status(s) = rig.call(Request::Status) else {
+        panic!()
+    };
+    assert_eq!(s.ir_camera, None, "no [camera.ir] after the restart");
     let Response::Users { users } = rig.call(Request::List) else {
         panic!()
     };

@@ -59,13 +59,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Hub {
-    pub fn new(opener: Opener, min: Duration, max: Duration) -> Arc<Hub> {
+    /// `label` names the source in `status` until it is open (then the
+    /// source's own name is shown).
+    pub fn new(opener: Opener, label: String, min: Duration, max: Duration) -> Arc<Hub> {
         Arc::new(Hub {
             st: Mutex::new(HubState {
                 latest: None,
                 counter: 0,
                 state: SourceState::Opening,
-                name: String::from("(not opened yet)"),
+                name: label,
                 failures: 0,
                 reopens: 0,
                 heartbeat: Instant::now(),
@@ -78,8 +80,9 @@ impl Hub {
     }
 
     /// Use a new opener (config reload): the source is reopened.
-    pub fn set_opener(&self, opener: Opener, min: Duration, max: Duration) {
+    pub fn set_opener(&self, opener: Opener, label: String, min: Duration, max: Duration) {
         *lock(&self.opener) = opener;
+        lock(&self.st).name = label;
         *lock(&self.backoff) = (min, max);
         self.restart.store(true, Ordering::SeqCst);
     }
@@ -170,10 +173,11 @@ impl Hub {
     }
 
     /// Run the camera loop until the process exits.
-    pub fn spawn(self: &Arc<Self>) -> std::io::Result<()> {
+    /// Start the camera thread (`thread`: its name, e.g. "camera", "ir-camera").
+    pub fn spawn(self: &Arc<Self>, thread: &str) -> std::io::Result<()> {
         let hub = self.clone();
         std::thread::Builder::new()
-            .name("camera".into())
+            .name(thread.into())
             .spawn(move || hub.camera_loop())
             .map(|_| ())
     }
@@ -186,6 +190,11 @@ impl Hub {
     }
 
     fn camera_loop(&self) {
+        // "camera" or "ir-camera": says which source a log line is about.
+        let role = std::thread::current()
+            .name()
+            .unwrap_or("camera")
+            .to_string();
         let mut backoff = lock(&self.backoff).0;
         let mut first = true;
         loop {
@@ -197,7 +206,7 @@ impl Hub {
             first = false;
             match opener() {
                 Ok(mut src) => {
-                    log::info!("frame source {} open", src.name());
+                    log::info!("{role}: frame source {} open", src.name());
                     {
                         let mut st = lock(&self.st);
                         st.name = src.name().to_string();
@@ -207,7 +216,9 @@ impl Hub {
                     let mut bad = 0u32;
                     loop {
                         if self.restart.load(Ordering::SeqCst) {
-                            log::info!("reopening the frame source (configuration changed)");
+                            log::info!(
+                                "{role}: reopening the frame source (configuration changed)"
+                            );
                             self.down("reconfigured".into(), Duration::ZERO);
                             break;
                         }
@@ -218,7 +229,7 @@ impl Hub {
                             }
                             Err(SourceError::Gone(why)) => {
                                 log::warn!(
-                                    "frame source {} gone: {why}; reopening in {} ms",
+                                    "{role}: frame source {} gone: {why}; reopening in {} ms",
                                     src.name(),
                                     backoff.as_millis()
                                 );
@@ -227,9 +238,9 @@ impl Hub {
                             }
                             Err(e) => {
                                 bad += 1;
-                                log::debug!("frame source {}: {e}", src.name());
+                                log::debug!("{role}: frame source {}: {e}", src.name());
                                 if bad >= 30 {
-                                    log::warn!("frame source {}: {bad} bad frames in a row ({e}); reopening", src.name());
+                                    log::warn!("{role}: frame source {}: {bad} bad frames in a row ({e}); reopening", src.name());
                                     self.down(e.to_string(), backoff);
                                     break;
                                 }
@@ -239,7 +250,7 @@ impl Hub {
                 }
                 Err(e) => {
                     log::warn!(
-                        "cannot open the frame source: {e}; retrying in {} ms",
+                        "{role}: cannot open the frame source: {e}; retrying in {} ms",
                         backoff.as_millis()
                     );
                     self.down(e.to_string(), backoff);

@@ -55,9 +55,31 @@ pub fn open_source(cam: &crate::config::Camera) -> Result<Box<dyn FrameSource>, 
     }
 }
 
-fn opener_for(cfg: &Config) -> Opener {
-    let cam = cfg.camera.clone();
+fn opener_for(cam: &crate::config::Camera) -> Opener {
+    let cam = cam.clone();
     Arc::new(move || open_source(&cam))
+}
+
+/// What `status` calls a source before it is open.
+fn label_for(cam: &crate::config::Camera) -> String {
+    match cam.kind {
+        SourceKind::V4l2 => cam.device.display().to_string(),
+        SourceKind::Replay => cam
+            .replay
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+fn hub_for(cam: &crate::config::Camera) -> Arc<Hub> {
+    Hub::new(
+        opener_for(cam),
+        label_for(cam),
+        Duration::from_millis(cam.reopen_min_ms),
+        Duration::from_millis(cam.reopen_max_ms),
+    )
 }
 
 /// Everything the request handlers share.
@@ -70,6 +92,9 @@ pub struct Shared {
     pub manifest_thresholds: (Option<f32>, Option<f32>),
     pub gallery: Gallery,
     pub hub: Arc<Hub>,
+    /// The optional second (IR) camera; streamed and reported, not yet used
+    /// by decisions.
+    pub ir_hub: Option<Arc<Hub>>,
     pub analyzer: Analyzer,
     pub lockout: Mutex<Lockout>,
     pub subscribers: Mutex<Vec<(u64, std::sync::mpsc::SyncSender<DoorEvent>)>>,
@@ -111,12 +136,31 @@ impl Shared {
         if new.daemon != old.daemon || new.models != old.models {
             log::warn!("reload: changes to [daemon] and [models] take effect after a restart");
         }
-        if new.camera != old.camera {
+        // The IR camera's settings are part of `camera` but have their own hub.
+        let main_only = |c: &crate::config::Camera| crate::config::Camera {
+            ir: None,
+            ..c.clone()
+        };
+        if main_only(&new.camera) != main_only(&old.camera) {
             self.hub.set_opener(
-                opener_for(&new),
+                opener_for(&new.camera),
+                label_for(&new.camera),
                 Duration::from_millis(new.camera.reopen_min_ms),
                 Duration::from_millis(new.camera.reopen_max_ms),
             );
+        }
+        if new.camera.ir != old.camera.ir {
+            match (&self.ir_hub, new.camera.ir.as_deref()) {
+                (Some(hub), Some(ir)) => hub.set_opener(
+                    opener_for(ir),
+                    label_for(ir),
+                    Duration::from_millis(ir.reopen_min_ms),
+                    Duration::from_millis(ir.reopen_max_ms),
+                ),
+                _ => log::warn!(
+                    "reload: adding or removing [camera.ir] takes effect after a restart"
+                ),
+            }
         }
         {
             let mut l = server::lock(&self.lockout);
@@ -329,11 +373,8 @@ pub fn start(
         message: e.to_string(),
     })?;
     let manifest_thresholds = manifest_thresholds(&emb_b);
-    let hub = Hub::new(
-        opener_for(&cfg),
-        Duration::from_millis(cfg.camera.reopen_min_ms),
-        Duration::from_millis(cfg.camera.reopen_max_ms),
-    );
+    let hub = hub_for(&cfg.camera);
+    let ir_hub = cfg.camera.ir.as_deref().map(hub_for);
     let (listener, path) = bind(&cfg)?;
     let shared = Arc::new(Shared {
         policy: ArcSwap::from_pointee(policy_for(&cfg)),
@@ -353,6 +394,7 @@ pub fn start(
         manifest_thresholds,
         gallery,
         hub: hub.clone(),
+        ir_hub: ir_hub.clone(),
         analyzer: Analyzer::default(),
         subscribers: Mutex::new(Vec::new()),
         active: AtomicUsize::new(0),
@@ -366,7 +408,10 @@ pub fn start(
             emb_b.name()
         );
     }
-    hub.spawn()?;
+    hub.spawn("camera")?;
+    if let Some(ir) = &ir_hub {
+        ir.spawn("ir-camera")?;
+    }
     server::spawn_door_loop(shared.clone())?;
     Ok((shared, listener, path))
 }

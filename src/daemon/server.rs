@@ -713,6 +713,15 @@ pub fn status(sh: &Shared) -> StatusInfo {
         threshold_masked: tm,
         clients: sh.active.load(Ordering::SeqCst),
         subscribers: lock(&sh.subscribers).len(),
+        ir_camera: sh.ir_hub.as_ref().map(|h| {
+            let (source, state, frames, reopens) = h.status();
+            crate::protocol::SourceStatus {
+                source,
+                state,
+                frames,
+                reopens,
+            }
+        }),
     }
 }
 

@@ -55,10 +55,12 @@ pub trait FrameSource: Send {
 /// Pixel format asked of a V4L2 camera.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PixelFormat {
-    /// Prefer MJPEG, fall back to YUYV.
+    /// Prefer MJPEG, then YUYV, then GREY.
     Auto,
     Mjpeg,
     Yuyv,
+    /// 8-bit luminance (what most IR cameras offer), expanded to grey RGB.
+    Grey,
 }
 
 impl std::str::FromStr for PixelFormat {
@@ -68,8 +70,9 @@ impl std::str::FromStr for PixelFormat {
             "auto" => Ok(PixelFormat::Auto),
             "mjpeg" | "mjpg" => Ok(PixelFormat::Mjpeg),
             "yuyv" | "yuy2" => Ok(PixelFormat::Yuyv),
+            "grey" | "gray" | "y8" => Ok(PixelFormat::Grey),
             other => Err(format!(
-                "unknown pixel format {other:?} (expected auto, mjpeg or yuyv)"
+                "unknown pixel format {other:?} (expected auto, mjpeg, yuyv or grey)"
             )),
         }
     }

@@ -1,7 +1,7 @@
 //! V4L2 camera frames through the `v4l` crate.
 //!
 //! [`V4l2Source::open`] checks that the device is a streaming video-capture
-//! device, negotiates MJPEG or YUYV at the configured size and rate, and maps
+//! device, negotiates MJPEG, YUYV or GREY at the configured size and rate, and maps
 //! four buffers. [`FrameSource::next_frame`] waits for the next buffer (with a
 //! timeout) and decodes it to RGB.
 //!
@@ -30,6 +30,7 @@ use super::{Frame, FrameSource, PixelFormat, SourceError, V4l2Config};
 
 const MJPG: FourCC = FourCC { repr: *b"MJPG" };
 const YUYV: FourCC = FourCC { repr: *b"YUYV" };
+const GREY: FourCC = FourCC { repr: *b"GREY" };
 /// Buffers mapped from the driver.
 const BUFFERS: u32 = 4;
 /// Largest accepted frame side: a driver reporting more is broken.
@@ -143,9 +144,10 @@ impl V4l2Source {
                 "{name} offers {} but facegate needs {}",
                 describe(&offered),
                 match cfg.format {
-                    PixelFormat::Auto => "MJPG or YUYV",
+                    PixelFormat::Auto => "MJPG, YUYV or GREY",
                     PixelFormat::Mjpeg => "MJPG",
                     PixelFormat::Yuyv => "YUYV",
+                    PixelFormat::Grey => "GREY",
                 }
             ))
         })?;
@@ -222,6 +224,8 @@ impl FrameSource for V4l2Source {
         let bytes = &buf[..used];
         let image = if self.fourcc == MJPG {
             decode_mjpeg(bytes)?
+        } else if self.fourcc == GREY {
+            grey_to_rgb(bytes, self.width, self.height)?
         } else {
             yuyv_to_rgb(bytes, self.width, self.height)?
         };
@@ -239,10 +243,25 @@ impl FrameSource for V4l2Source {
 pub fn choose_format(want: PixelFormat, offered: &[FourCC]) -> Option<FourCC> {
     let has = |f: FourCC| offered.contains(&f).then_some(f);
     match want {
-        PixelFormat::Auto => has(MJPG).or_else(|| has(YUYV)),
+        PixelFormat::Auto => has(MJPG).or_else(|| has(YUYV)).or_else(|| has(GREY)),
         PixelFormat::Mjpeg => has(MJPG),
         PixelFormat::Yuyv => has(YUYV),
+        PixelFormat::Grey => has(GREY),
     }
+}
+
+/// GREY (8-bit luminance, one byte per pixel) to grey RGB.
+pub fn grey_to_rgb(bytes: &[u8], width: u32, height: u32) -> Result<RgbImage, SourceError> {
+    let need = width as usize * height as usize;
+    if bytes.len() < need {
+        return Err(SourceError::Decode(format!(
+            "short GREY frame: {} bytes, {width}x{height} needs {need}",
+            bytes.len()
+        )));
+    }
+    let out: Vec<u8> = bytes[..need].iter().flat_map(|&y| [y, y, y]).collect();
+    RgbImage::from_raw(width, height, out)
+        .ok_or_else(|| SourceError::Decode("GREY frame size overflow".into()))
 }
 
 fn describe(offered: &[FourCC]) -> String {
@@ -446,6 +465,18 @@ mod tests {
     }
 
     #[test]
+    fn grey_frames_expand_to_grey_rgb() {
+        let img = grey_to_rgb(&[0, 7, 200, 255, 9], 2, 2).unwrap();
+        assert_eq!(img.dimensions(), (2, 2));
+        assert_eq!(img.get_pixel(1, 0).0, [7, 7, 7]);
+        assert_eq!(img.get_pixel(1, 1).0, [255, 255, 255]);
+        assert!(matches!(
+            grey_to_rgb(&[0; 3], 2, 2),
+            Err(SourceError::Decode(_))
+        ));
+    }
+
+    #[test]
     fn yuyv_rejects_short_and_odd_frames() {
         assert!(matches!(
             yuyv_to_rgb(&[0; 10], 4, 2),
@@ -537,6 +568,10 @@ mod tests {
         assert_eq!(choose_format(PixelFormat::Auto, &[YUYV]), Some(YUYV));
         assert_eq!(choose_format(PixelFormat::Mjpeg, &[YUYV]), None);
         assert_eq!(choose_format(PixelFormat::Yuyv, &[MJPG, YUYV]), Some(YUYV));
+        // IR cameras typically offer only GREY.
+        assert_eq!(choose_format(PixelFormat::Auto, &[GREY]), Some(GREY));
+        assert_eq!(choose_format(PixelFormat::Grey, &[YUYV, GREY]), Some(GREY));
+        assert_eq!(choose_format(PixelFormat::Grey, &[YUYV]), None);
         assert_eq!(
             choose_format(PixelFormat::Auto, &[FourCC::new(b"H264")]),
             None
