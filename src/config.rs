@@ -58,8 +58,9 @@ pub struct Models {
     pub threads: usize,
     /// Frames whose longer side exceeds this are downscaled before detection
     /// (landmarks are scaled back; alignment uses the full frame); 0 = never.
-    /// 320 makes detection ~4x cheaper on a 640x480 camera (docs/PERFORMANCE.md)
-    /// at the cost of faces under ~32 px wide.
+    /// 320 makes detection ~3x cheaper on a 640x480 camera (docs/PERFORMANCE.md)
+    /// at the cost of small faces: masked faces ~100 px wide in the frame are
+    /// then missed ~10 % of the time (docs/ACCURACY.md).
     pub detect_max_side: u32,
 }
 
