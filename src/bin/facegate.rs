@@ -1065,10 +1065,7 @@ fn bench_detect(models: &Path, a: BenchDetectArgs) -> Result<ExitCode> {
     let b = Bundle::open_named(models, bundle::DEFAULT_DETECTOR)?;
     let mut rows = Vec::new();
     for size in &a.sizes {
-        let (w, h) = size
-            .split_once('x')
-            .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
-            .with_context(|| format!("size {size:?} is not WxH"))?;
+        let (w, h) = parse_size(size)?;
         let frame = frame_from(&photo, w, h);
         for &t in &a.threads {
             let opts = DetectorOptions {
@@ -1179,10 +1176,7 @@ fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode> {
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     for size in &a.sizes {
-        let (w, h) = size
-            .split_once('x')
-            .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
-            .with_context(|| format!("size {size:?} is not WxH"))?;
+        let (w, h) = parse_size(size)?;
         // The probe frames: unmasked, and masked at the detected landmarks.
         let plain = frame_from(&probe, w, h);
         let faces = det.detect(&plain)?;
@@ -1364,6 +1358,13 @@ fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode> {
         println!("{n}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A frame size given as `WxH`.
+fn parse_size(size: &str) -> Result<(u32, u32)> {
+    size.split_once('x')
+        .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+        .with_context(|| format!("size {size:?} is not WxH"))
 }
 
 fn proc_rss_kib(pid: u32) -> Option<u64> {

@@ -410,7 +410,6 @@ fn seed_section(d: &Data, tu: f32, tm: f32) -> String {
     let mut r = String::new();
     let _ = writeln!(r, "\n## The seed report's protocol (1-NN over all of LFW)\n\nSplit (seed {SEED_SPLIT_SEED}), as the report describes it: people with ≥ 3 images give one image to validation and one to test, people with 2 give one to validation or test, everything else is the gallery (the report's \"train\" set, which its KNN was fitted on): {} gallery images ({} with a face found), {} validation and {} test probes. 1-NN by cosine (the report: KNN, Euclidean — the same order for unit vectors); every probe's person is in the gallery (closed set).\n\nDefinitions. The report's *accuracy* is the share of probes whose nearest gallery image is the right person; its *FAR* is FP/(TP+FP+TN+FN), i.e. the share of probes given *somebody else's* name (a misidentification rate), so accuracy + FAR + (no answer) = 100 %. That is not the biometric FAR of the tables above (the share of impostor attempts accepted, at a threshold): 1-NN without a threshold names somebody for every probe. The last two columns put the same probes through the calibrated thresholds ({tu:.4} unmasked, {tm:.4} masked probe), as the daemon would.\n", s.gallery.len(), gu.len(), s.validation.len(), s.test.len());
     let _ = writeln!(r, "| set | probes | gallery | report accuracy | report FAR | accuracy (1-NN) | FAR, report's sense (misidentified) | no face | right & accepted | wrong & accepted |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    // (set, probe label, probe table, gallery label, gallery, report row)
     let mg = d
         .masked
         .first()
@@ -450,16 +449,9 @@ fn seed_section(d: &Data, tu: f32, tm: f32) -> String {
             });
         }
         for row in rows {
-            let SeedRow {
-                probe: pl,
-                table: t,
-                gallery_label: gl,
-                gallery: g,
-                report_masked: theirs,
-                threshold: thr,
-            } = row;
-            let c = one_nn(g, probes, t, thr);
-            let rep = theirs.and_then(|m| {
+            let g = row.gallery;
+            let c = one_nn(g, probes, row.table, row.threshold);
+            let rep = row.report_masked.and_then(|m| {
                 SEED_REPORT_EXPERIMENT_1
                     .iter()
                     .find(|x| x.0 == name && x.1 == m)
@@ -468,8 +460,10 @@ fn seed_section(d: &Data, tu: f32, tm: f32) -> String {
             let n = c.probes.max(1) as f64;
             let _ = writeln!(
                 r,
-                "| {name}, {pl} | {} | {gl} ({} images) | {ra} | {rf} | {} | {} | {} | {} | {} |",
+                "| {name}, {} | {} | {} ({} images) | {ra} | {rf} | {} | {} | {} | {} | {} |",
+                row.probe,
                 c.probes,
+                row.gallery_label,
                 g.len(),
                 pct(c.accuracy()),
                 pct(c.report_far()),
