@@ -62,6 +62,11 @@ pub struct Models {
     /// at the cost of small faces: masked faces ~100 px wide in the frame are
     /// then missed ~10 % of the time (docs/ACCURACY.md).
     pub detect_max_side: u32,
+    /// Let tract use Intel AMX int8 kernels (x86_64 CPUs with AMX only;
+    /// ignored elsewhere). Off: the daemon crashed inside tract's AMX kernel
+    /// (issue 12, docs/AMX.md). Applied once at start, before any model is
+    /// loaded; a change needs a restart.
+    pub amx: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -218,6 +223,7 @@ impl Default for Models {
             detector: crate::bundle::DEFAULT_DETECTOR.into(),
             threads: 1,
             detect_max_side: 1280,
+            amx: false,
         }
     }
 }
@@ -492,6 +498,7 @@ max_clients = 32
 embedder = "facenet-fp32"
 threads = 2
 detect_max_side = 320
+amx = true
 [camera]
 kind = "replay"
 replay = ["/tmp/frames"]
@@ -514,6 +521,8 @@ synthetic_masks = ["surgical"]
         assert_eq!(c.thresholds.masked, Some(0.5));
         assert_eq!(c.models.threads, 2);
         assert_eq!(c.models.detect_max_side, 320);
+        assert!(c.models.amx);
+        assert!(!parse("").unwrap().models.amx, "AMX is off by default");
         assert_eq!(c.camera.ir, None);
     }
 

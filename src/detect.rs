@@ -159,6 +159,8 @@ fn executor(threads: usize) -> Result<Option<multithread::Executor>, DetectError
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("facegate-det-{i}"))
+        .stack_size(crate::crash::INFERENCE_STACK)
+        .start_handler(|_| crate::crash::install_for_pool_thread())
         .build()
         .map_err(|e| DetectError::Threads {
             threads,
@@ -314,6 +316,8 @@ impl TractDetector {
             )));
         }
         let mut reader = bundle.model_bytes();
+        // The CPU policy (AMX off unless asked) before tract picks kernels.
+        crate::cpu::ensure();
         let model = tract_onnx::onnx()
             .with_ignore_output_shapes(true)
             .model_for_read(&mut reader)

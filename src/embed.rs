@@ -175,6 +175,8 @@ fn executor(threads: usize) -> Result<Option<multithread::Executor>, EmbedError>
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("facegate-mm-{i}"))
+        .stack_size(crate::crash::INFERENCE_STACK)
+        .start_handler(|_| crate::crash::install_for_pool_thread())
         .build()
         .map_err(|e| EmbedError::Threads {
             threads,
@@ -216,6 +218,8 @@ impl TractEmbedder {
         // Shapes recorded in the file (value_info, output shapes) carry a
         // symbolic batch that would clash with our fixed one; tract infers
         // them, and the output shape is checked against the manifest below.
+        // First the CPU policy (AMX off unless asked): tract picks kernels once.
+        crate::cpu::ensure();
         let model = tract_onnx::onnx()
             .with_ignore_value_info(true)
             .with_ignore_output_shapes(true)

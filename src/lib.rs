@@ -15,6 +15,8 @@ pub mod bench;
 pub mod bundle;
 pub mod client;
 pub mod config;
+pub mod cpu;
+pub mod crash;
 pub mod daemon;
 pub mod detect;
 pub mod draw;

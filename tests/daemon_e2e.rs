@@ -8,6 +8,7 @@
 //! explicitly (unmasked 0.50, masked 0.55), chosen from the scores these
 //! photos give (see docs/PERFORMANCE.md, "Daemon"): genuine ≥ 0.69
 //! (unmasked) / ≥ 0.80 (masked probe), impostors ≤ 0.24 / ≤ 0.36.
+#![allow(unsafe_code)]
 
 mod common;
 
@@ -102,11 +103,53 @@ impl Rig {
         std::fs::read_to_string(self.p("daemon.log")).unwrap_or_default()
     }
 
+    /// How the daemon died, if it did (peeked with WNOWAIT: not reaped), so
+    /// that a client-side error reads "the daemon died with signal 11"
+    /// rather than `Frame(Closed)`.
+    fn died(&self) -> Option<String> {
+        let pid = self.daemon.as_ref()?.id();
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid with WNOWAIT only reads the child's state.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // SAFETY: filled by waitid for an exited child (si_pid 0 otherwise).
+        let (who, code, status) = unsafe { (info.si_pid(), info.si_code, info.si_status()) };
+        if rc != 0 || who == 0 {
+            return None;
+        }
+        let how = match code {
+            libc::CLD_KILLED | libc::CLD_DUMPED => format!("the daemon died with signal {status}"),
+            _ => format!("the daemon exited with status {status}"),
+        };
+        Some(format!("{how}; its log:\n{}", self.log()))
+    }
+
+    /// Panic with the daemon's death if it died, else with `what`.
+    fn fail(&self, what: impl std::fmt::Display) -> ! {
+        match self.died() {
+            Some(d) => panic!("{what}: {d}"),
+            None => panic!("{what}"),
+        }
+    }
+
     fn call(&self, req: Request) -> Response {
-        Client::connect(&self.sock(), 20_000)
-            .unwrap()
-            .call(&req)
-            .unwrap()
+        let mut c = Client::connect(&self.sock(), 20_000)
+            .unwrap_or_else(|e| self.fail(format!("connect: {e:?}")));
+        c.call(&req)
+            .unwrap_or_else(|e| self.fail(format!("{:.120}: {e:?}", format!("{req:?}"))))
+    }
+
+    /// A client binary's exit status, or the daemon's death behind it.
+    fn exit_code(&self, st: std::process::ExitStatus, expected: i32, what: &str) {
+        if st.code() != Some(expected) {
+            self.fail(format!("{what}: exit {st}, expected {expected}"));
+        }
     }
 
     fn verify(&self, user: &str, timeout_ms: u64) -> Response {
@@ -119,6 +162,9 @@ impl Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
+        if let Some(d) = self.died() {
+            eprintln!("{d}");
+        }
         if let Some(mut c) = self.daemon.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -323,7 +369,7 @@ fn daemon_end_to_end() {
         .env("PAM_USER", "A")
         .status()
         .unwrap();
-    assert_eq!(st.code(), Some(0), "facegate-unlock for masked A");
+    rig.exit_code(st, 0, "facegate-unlock for masked A");
     let r = rig.verify("A", 8000);
     match &r {
         Response::Unlock {
@@ -351,7 +397,7 @@ fn daemon_end_to_end() {
         .args(["--socket", rig.sock().to_str().unwrap(), "--user", "A"])
         .status()
         .unwrap();
-    assert_eq!(st.code(), Some(1), "facegate-unlock denies B as A");
+    rig.exit_code(st, 1, "facegate-unlock denies B as A");
 
     // Unknown face and no face → deny within the time budget.
     rig.show(&unknown);
@@ -662,8 +708,30 @@ fn daemon_end_to_end() {
         !st.success(),
         "a second daemon on a live socket must refuse"
     );
+    // A daemon killed by a fatal signal leaves a trace: its own line on
+    // stderr (the journal under systemd) and, here, the rig's report of the
+    // signal rather than a client-side `Frame(Closed)`.
+    let pid = nix::unistd::Pid::from_raw(rig.daemon.as_ref().unwrap().id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSEGV).unwrap();
+    let t = Instant::now();
+    let death = loop {
+        if let Some(d) = rig.died() {
+            break d;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "SIGSEGV did not kill");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        death.starts_with("the daemon died with signal 11"),
+        "{death}"
+    );
+    assert!(
+        rig.log()
+            .contains("facegated: fatal signal 11 (SIGSEGV) in thread '"),
+        "{}",
+        rig.log()
+    );
     if let Some(mut c) = rig.daemon.take() {
-        c.kill().unwrap();
         c.wait().unwrap();
     }
     assert!(rig.sock().exists());

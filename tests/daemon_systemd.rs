@@ -172,3 +172,51 @@ fn wait_notify(
         );
     }
 }
+
+/// The unit's settings, `Key=value` lines of its `[Service]` section.
+fn service_settings() -> Vec<(String, String)> {
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/facegated.service"),
+    )
+    .unwrap();
+    let mut in_service = false;
+    let mut out = Vec::new();
+    for line in unit.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_service = line == "[Service]";
+        } else if in_service && !line.starts_with('#') {
+            if let Some((k, v)) = line.split_once('=') {
+                out.push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// A daemon that dies of a signal (issue 12: SIGSEGV inside tract) or
+/// exits with an error is started again by systemd, after a pause, without
+/// a start limit that a crash loop could exhaust in seconds.
+#[test]
+fn the_unit_restarts_a_crashed_daemon() {
+    let s = service_settings();
+    let get = |k: &str| {
+        s.iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert!(
+        matches!(
+            get("Restart"),
+            Some("on-failure" | "on-abnormal" | "always")
+        ),
+        "Restart={:?}",
+        get("Restart")
+    );
+    let sec: f64 = get("RestartSec")
+        .and_then(|v| v.trim_end_matches('s').parse().ok())
+        .expect("RestartSec in seconds");
+    assert!((1.0..=30.0).contains(&sec), "RestartSec={sec}");
+    // The watchdog also ends a hung daemon (then Restart applies).
+    assert!(get("WatchdogSec").is_some());
+}

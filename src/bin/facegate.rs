@@ -32,6 +32,10 @@ struct Cli {
     /// More logging (-v info, -vv debug). Logs go to stderr.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Let tract use Intel AMX int8 kernels (x86_64 CPUs with AMX). Off by
+    /// default: the daemon crashed inside them (docs/AMX.md).
+    #[arg(long, global = true)]
+    amx: bool,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -47,6 +51,9 @@ enum Cmd {
     Compare(CompareArgs),
     /// List the model bundles and verify each one (manifest, size, sha256).
     Models,
+    /// Show which instruction sets and matrix kernels tract uses on this
+    /// machine (nothing runs), and the signal-stack sizes (docs/AMX.md).
+    Cpu,
     /// Find faces: one JSON line per image, {"path", "faces": [{"box",
     /// "score", "landmarks"}]} or {"path", "error"}.
     ///
@@ -392,7 +399,29 @@ struct EmbedLine<'a> {
     error: Option<String>,
 }
 
+fn cpu_report() -> Result<ExitCode> {
+    let r = facegate::cpu::kernel_report();
+    let applied = facegate::cpu::ensure();
+    println!("isa            {}", r.isa);
+    println!("int8 kernel    {}", r.int8_kernel);
+    println!("f32 kernel     {}", r.f32_kernel);
+    println!("amx            {}", if r.amx_in_use { "on" } else { "off" });
+    println!(
+        "TRACT_CPU_ISA  {}",
+        applied.isa_override.as_deref().unwrap_or("(not edited)")
+    );
+    println!(
+        "sigaltstack    kernel minimum {} B (AT_MINSIGSTKSZ), facegate threads {} B",
+        facegate::crash::kernel_min_sigstack(),
+        facegate::crash::altstack_size()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
+    if let Err(e) = facegate::crash::install_fatal_handlers("facegate") {
+        eprintln!("facegate: cannot install the fatal-signal reporter: {e}");
+    }
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "warn",
@@ -404,7 +433,13 @@ fn main() -> ExitCode {
         .models
         .clone()
         .unwrap_or_else(bundle::default_models_dir);
+    // Before any model is loaded: tract picks its kernels once per process.
+    if let Err(e) = facegate::cpu::configure(facegate::cpu::CpuPolicy { amx: cli.amx }) {
+        eprintln!("facegate: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
+        Cmd::Cpu => cpu_report(),
         Cmd::Embed(a) => embed(&models, a),
         Cmd::Detect(a) => detect(&models, a),
         Cmd::Align(a) => align_cmd(&models, a),

@@ -40,6 +40,10 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // First: a fatal signal anywhere later leaves a line on stderr.
+    if let Err(e) = facegate::crash::install_fatal_handlers("facegated") {
+        eprintln!("facegated: cannot install the fatal-signal reporter: {e}");
+    }
     systemd::init_logging();
     let args = Args::parse();
     match run(args) {
@@ -76,6 +80,7 @@ fn run(args: Args) -> Result<ExitCode> {
     }
     if args.self_test {
         daemon::check(&cfg)?;
+        daemon::apply_cpu_policy(&cfg)?;
         let models = cfg
             .models
             .dir
@@ -83,8 +88,16 @@ fn run(args: Args) -> Result<ExitCode> {
             .unwrap_or_else(facegate::bundle::default_models_dir);
         let b = facegate::bundle::Bundle::open_named(&models, &cfg.models.embedder)?;
         let e = facegate::embed::TractEmbedder::from_bundle(&b, &Default::default())?;
+        // One embedding on the daemon's inference thread: the kernels the
+        // daemon will run, run once, where the daemon runs them.
+        let worker = daemon::worker::Inference::new()?;
+        let side = facegate::embed::Embedder::crop_size(&e);
+        let crop = image::RgbImage::from_pixel(side, side, image::Rgb([128, 128, 128]));
+        worker
+            .run(|| facegate::embed::Embedder::embed(&e, &crop))
+            .context("self-test embedding")?;
         log::info!(
-            "self-test: models verified and loaded in {:.0} ms ({})",
+            "self-test: models verified, loaded and run in {:.0} ms ({})",
             t0.elapsed().as_secs_f64() * 1e3,
             facegate::embed::Embedder::name(&e)
         );
@@ -110,24 +123,22 @@ fn run(args: Args) -> Result<ExitCode> {
 fn spawn_signals(shared: std::sync::Arc<daemon::Shared>, socket: Option<PathBuf>) -> Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            for sig in signals.forever() {
-                if sig == SIGHUP {
-                    systemd::status("reloading");
-                    shared.reload();
-                    systemd::status("ready (reloaded)");
-                    continue;
-                }
-                log::info!("signal {sig}: stopping");
-                systemd::stopping();
-                if let Some(p) = &socket {
-                    let _ = std::fs::remove_file(p);
-                }
-                // Every gallery change is already fsynced; nothing to flush.
-                std::process::exit(0);
+    facegate::crash::spawn("signals", 256 << 10, move || {
+        for sig in signals.forever() {
+            if sig == SIGHUP {
+                systemd::status("reloading");
+                shared.reload();
+                systemd::status("ready (reloaded)");
+                continue;
             }
-        })?;
+            log::info!("signal {sig}: stopping");
+            systemd::stopping();
+            if let Some(p) = &socket {
+                let _ = std::fs::remove_file(p);
+            }
+            // Every gallery change is already fsynced; nothing to flush.
+            std::process::exit(0);
+        }
+    })?;
     Ok(())
 }

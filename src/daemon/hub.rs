@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::engine::{Analysis, Engine};
+use crate::engine::{Analysis, EngineError};
 use crate::protocol::Stages;
 use crate::source::{Frame, FrameSource, SourceError};
 
@@ -176,10 +176,8 @@ impl Hub {
     /// Start the camera thread (`thread`: its name, e.g. "camera", "ir-camera").
     pub fn spawn(self: &Arc<Self>, thread: &str) -> std::io::Result<()> {
         let hub = self.clone();
-        std::thread::Builder::new()
-            .name(thread.into())
-            .spawn(move || hub.camera_loop())
-            .map(|_| ())
+        // Frame decoding (MJPEG) runs here: the default 2 MiB stack.
+        crate::crash::spawn(thread, 2 << 20, move || hub.camera_loop()).map(|_| ())
     }
 
     fn sleep_unless_restarted(&self, d: Duration) {
@@ -299,8 +297,7 @@ impl Analyzer {
     pub fn next(
         &self,
         hub: &Hub,
-        engine: &Engine,
-        params: (u32, f32),
+        analyze: impl FnOnce(&image::RgbImage) -> Result<Analysis, EngineError>,
         after: u64,
         since: Instant,
         deadline: Instant,
@@ -332,7 +329,7 @@ impl Analyzer {
         let _busy = BusyGuard(self);
         let (counter, frame) = hub.wait_frame(after, since, deadline)?;
         let capture_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let mut analysis = match engine.analyze(&frame.image, params.0, params.1) {
+        let mut analysis = match analyze(&frame.image) {
             Ok(a) => a,
             Err(e) => {
                 log::warn!("frame {counter}: pipeline failed: {e}");

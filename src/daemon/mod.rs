@@ -5,6 +5,7 @@
 pub mod hub;
 pub mod server;
 pub mod systemd;
+pub mod worker;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
@@ -96,6 +97,8 @@ pub struct Shared {
     /// by decisions.
     pub ir_hub: Option<Arc<Hub>>,
     pub analyzer: Analyzer,
+    /// The thread every model call runs on (`worker`).
+    pub inference: worker::Inference,
     pub lockout: Mutex<Lockout>,
     pub subscribers: Mutex<Vec<(u64, std::sync::mpsc::SyncSender<DoorEvent>)>>,
     pub active: AtomicUsize,
@@ -301,6 +304,25 @@ pub fn bind(cfg: &Config) -> Result<(UnixListener, Option<PathBuf>), DaemonError
     Ok((l, Some(path)))
 }
 
+/// Apply `[models] amx` to tract before any model is loaded, and log which
+/// matrix kernels tract will use.
+pub fn apply_cpu_policy(cfg: &Config) -> Result<(), crate::cpu::CpuError> {
+    let applied = crate::cpu::configure(crate::cpu::CpuPolicy {
+        amx: cfg.models.amx,
+    })?;
+    log::info!(
+        "cpu: {}{}",
+        crate::cpu::kernel_report(),
+        applied
+            .isa_override
+            .as_ref()
+            .map_or(String::new(), |o| format!(
+                " (TRACT_CPU_ISA edited to {o:?})"
+            ))
+    );
+    Ok(())
+}
+
 /// Load models, open the gallery, bind the socket, start the threads.
 pub fn start(
     cfg: Config,
@@ -322,6 +344,8 @@ pub fn start(
         .clone()
         .unwrap_or_else(bundle::default_models_dir);
     let mm = |e: String| DaemonError::Models(e);
+    apply_cpu_policy(&cfg).map_err(|e| mm(e.to_string()))?;
+    let inference = worker::Inference::new()?;
     let det_b = Bundle::open_named(&models, &cfg.models.detector).map_err(|e| mm(e.to_string()))?;
     let detector = TractDetector::from_bundle(
         &det_b,
@@ -396,6 +420,7 @@ pub fn start(
         hub: hub.clone(),
         ir_hub: ir_hub.clone(),
         analyzer: Analyzer::default(),
+        inference,
         subscribers: Mutex::new(Vec::new()),
         active: AtomicUsize::new(0),
         started: t0,

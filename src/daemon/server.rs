@@ -58,6 +58,9 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// Stack of a client thread (no inference runs there).
+pub const CLIENT_STACK: usize = 512 << 10;
+
 /// Accept connections forever.
 pub fn serve(shared: Arc<Shared>, listener: UnixListener) {
     for conn in listener.incoming() {
@@ -77,13 +80,13 @@ pub fn serve(shared: Arc<Shared>, listener: UnixListener) {
         }
         let guard = ActiveGuard(shared.clone());
         let sh = shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("client".into())
-            .stack_size(512 * 1024)
-            .spawn(move || {
-                let _g = guard;
-                connection(&sh, stream);
-            });
+        // Client threads parse requests and wait; models run on the
+        // inference thread (`worker`), so this stack only holds the request
+        // handling (measured in tests/stack_budget.rs).
+        let spawned = crate::crash::spawn("client", CLIENT_STACK, move || {
+            let _g = guard;
+            connection(&sh, stream);
+        });
         if let Err(e) = spawned {
             log::error!("cannot start a client thread: {e}");
         }
@@ -281,6 +284,16 @@ fn params(sh: &Shared) -> (u32, f32) {
     )
 }
 
+/// One frame through the models, on the inference thread.
+fn analyze(
+    sh: &Shared,
+    img: &image::RgbImage,
+) -> Result<crate::engine::Analysis, crate::engine::EngineError> {
+    let (min_face_px, presence) = params(sh);
+    sh.inference
+        .run(|| sh.engine.analyze(img, min_face_px, presence))
+}
+
 fn uncalibrated() -> Response {
     Response::error(
         ErrorKind::Config,
@@ -332,7 +345,7 @@ fn verify(sh: &Arc<Shared>, user: &str, timeout_ms: u64) -> Response {
     loop {
         match sh
             .analyzer
-            .next(&sh.hub, &sh.engine, params(sh), after, t0, deadline)
+            .next(&sh.hub, |img| analyze(sh, img), after, t0, deadline)
         {
             Ok((c, a)) => {
                 after = c;
@@ -440,7 +453,7 @@ fn identify(sh: &Arc<Shared>, timeout_ms: u64) -> Response {
     loop {
         match sh
             .analyzer
-            .next(&sh.hub, &sh.engine, params(sh), after, t0, deadline)
+            .next(&sh.hub, |img| analyze(sh, img), after, t0, deadline)
         {
             Ok((c, a)) => {
                 after = c;
@@ -531,7 +544,7 @@ fn enroll(sh: &Arc<Shared>, user: &str, uid: Option<u32>, source: EnrollSource) 
                         continue;
                     }
                 };
-                let a = match sh.engine.analyze(&img, 0, presence) {
+                let a = match sh.inference.run(|| sh.engine.analyze(&img, 0, presence)) {
                     Ok(a) => a,
                     Err(err) => {
                         col.rejected.push(format!("{label}: {err}"));
@@ -556,7 +569,10 @@ fn enroll(sh: &Arc<Shared>, user: &str, uid: Option<u32>, source: EnrollSource) 
                 match sh.hub.wait_frame(after, t0, deadline) {
                     Ok((c, frame)) => {
                         after = c;
-                        let a = match sh.engine.analyze(&frame.image, 0, presence) {
+                        let a = match sh
+                            .inference
+                            .run(|| sh.engine.analyze(&frame.image, 0, presence))
+                        {
                             Ok(a) => a,
                             Err(err) => {
                                 col.rejected.push(format!("frame {c}: {err}"));
@@ -638,7 +654,10 @@ impl Collector {
             return Ok(());
         }
         let seed = seed.wrapping_add(self.accepted as u64 * 1000);
-        match templates_for(&sh.engine, user, label, img, f, styles, seed) {
+        match sh
+            .inference
+            .run(|| templates_for(&sh.engine, user, label, img, f, styles, seed))
+        {
             Ok(t) => {
                 self.batch.extend(t);
                 self.accepted += 1;
@@ -840,10 +859,7 @@ fn broadcast(sh: &Shared, ev: &DoorEvent) {
 /// continuously and announce each arrival once; a user is announced again
 /// only after being absent for `door.cooldown_ms`.
 pub fn spawn_door_loop(sh: Arc<Shared>) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("door".into())
-        .spawn(move || door_loop(&sh))
-        .map(|_| ())
+    crate::crash::spawn("door", CLIENT_STACK, move || door_loop(&sh)).map(|_| ())
 }
 
 fn door_loop(sh: &Arc<Shared>) {
@@ -862,8 +878,7 @@ fn door_loop(sh: &Arc<Shared>) {
         let now = Instant::now();
         let r = sh.analyzer.next(
             &sh.hub,
-            &sh.engine,
-            params(sh),
+            |img| analyze(sh, img),
             after,
             now - Duration::from_millis(200),
             now + Duration::from_secs(1),

@@ -63,9 +63,7 @@ pub fn spawn_watchdog(sh: Arc<Shared>) -> std::io::Result<()> {
     };
     let every = (period / 2).max(Duration::from_millis(100));
     log::info!("systemd watchdog every {every:?}");
-    std::thread::Builder::new()
-        .name("watchdog".into())
-        .spawn(move || loop {
+    crate::crash::spawn("watchdog", 256 << 10, move || loop {
             std::thread::sleep(every);
             let camera_alive = sh.hub.heartbeat().elapsed() < Duration::from_secs(60);
             let gallery_ok = sh.gallery.counts().is_ok();

@@ -307,6 +307,8 @@ impl<'a> Front<'a> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
             .thread_name(|i| format!("facegate-eval-{i}"))
+            .stack_size(crate::crash::INFERENCE_STACK)
+            .start_handler(|_| crate::crash::install_for_pool_thread())
             .build()
             .map_err(|e| EvalError::Other(format!("thread pool: {e}")))?;
         let t0 = Instant::now();

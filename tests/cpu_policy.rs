@@ -1,0 +1,72 @@
+//! The CPU policy reaches tract's kernel selection (issue 12), on any
+//! machine: `TRACT_CPU_ISA=+amx-int8` puts AMX into the set tract probes,
+//! as an AMX CPU would, and `facegate cpu` reports what tract then picks
+//! (it only asks; no kernel runs, so this is safe without AMX).
+
+use std::process::Command;
+
+fn cpu(amx_flag: bool, env_isa: Option<&str>) -> String {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_facegate"));
+    if amx_flag {
+        c.arg("--amx");
+    }
+    c.arg("cpu");
+    match env_isa {
+        Some(v) => c.env("TRACT_CPU_ISA", v),
+        None => c.env_remove("TRACT_CPU_ISA"),
+    };
+    let out = c.output().expect("run facegate cpu");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "facegate cpu: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+fn field<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {key} in {text}"))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn amx_stays_out_of_tracts_choice_unless_asked() {
+    // Default policy: even a machine (or an operator) that offers AMX gets
+    // no AMX kernel.
+    let off = cpu(false, Some("+amx-int8"));
+    assert_eq!(field(&off, "amx"), "off", "{off}");
+    assert!(!field(&off, "int8 kernel").contains("amx"), "{off}");
+    assert_eq!(field(&off, "TRACT_CPU_ISA"), "-amx-int8,-amx-bf16", "{off}");
+    // The operator's other edits are kept.
+    let kept = cpu(false, Some("-avx512f,+amx-int8"));
+    assert_eq!(
+        field(&kept, "TRACT_CPU_ISA"),
+        "-avx512f,-amx-int8,-amx-bf16",
+        "{kept}"
+    );
+    assert!(
+        !field(&kept, "isa").split(',').any(|t| t == "avx512f"),
+        "{kept}"
+    );
+    // Asked for: tract may pick its AMX int8 kernel (the knob is left as
+    // the environment set it).
+    let on = cpu(true, Some("+amx-int8"));
+    assert_eq!(field(&on, "amx"), "on", "{on}");
+    assert_eq!(field(&on, "TRACT_CPU_ISA"), "(not edited)", "{on}");
+    assert!(field(&on, "int8 kernel").contains("amx"), "{on}");
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[test]
+fn other_architectures_are_left_alone() {
+    // No x86 token may reach tract here: it would panic at its first probe.
+    for amx in [false, true] {
+        let out = cpu(amx, None);
+        assert_eq!(field(&out, "TRACT_CPU_ISA"), "(not edited)", "{out}");
+        assert_eq!(field(&out, "amx"), "off", "{out}");
+    }
+}
