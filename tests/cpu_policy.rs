@@ -5,8 +5,25 @@
 
 use std::process::Command;
 
+/// `facegate`, wrapped in FACEGATE_TEST_RUNNER (e.g. "qemu-aarch64 -L
+/// /usr/aarch64-linux-gnu") when this test itself runs under an emulator:
+/// without binfmt_misc the host kernel cannot exec a foreign binary.
+fn facegate() -> Command {
+    let exe = env!("CARGO_BIN_EXE_facegate");
+    let runner = std::env::var("FACEGATE_TEST_RUNNER").unwrap_or_default();
+    let mut parts = runner.split_whitespace();
+    match parts.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(parts).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    }
+}
+
 fn cpu(amx_flag: bool, env_isa: Option<&str>) -> String {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_facegate"));
+    let mut c = facegate();
     if amx_flag {
         c.arg("--amx");
     }
@@ -19,7 +36,8 @@ fn cpu(amx_flag: bool, env_isa: Option<&str>) -> String {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "facegate cpu: {}\n{text}",
+        "facegate cpu: {:?}\nstderr: {}\nstdout: {text}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     text
