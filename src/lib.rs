@@ -28,5 +28,5 @@ pub mod imageio;
 pub mod mask;
 pub mod pipeline;
 pub mod presence;
-pub mod protocol;
+pub use facegate_proto as protocol;
 pub mod source;
