@@ -13,7 +13,7 @@ pub mod align;
 pub mod auth;
 pub mod bench;
 pub mod bundle;
-pub mod client;
+pub mod cli;
 pub mod config;
 pub mod cpu;
 pub mod crash;
