@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use facegate::bundle::{default_models_dir, Bundle};
-use facegate::detect::{Detector, DetectorOptions, Face, TractDetector};
-use facegate::mask::{paint_procedural, template::TemplateSet, Procedural};
+use facegate::face::detect::{Detector, DetectorOptions, Face, TractDetector};
+use facegate::face::mask::{paint_procedural, template::TemplateSet, Procedural};
 
 const TILE: u32 = 256;
 
@@ -55,7 +55,7 @@ fn main() -> Result<()> {
         .collect();
     photos.sort();
     for p in photos {
-        let img = facegate::imageio::load_rgb(&p)?;
+        let img = facegate::face::imageio::load_rgb(&p)?;
         for f in det.detect(&img)? {
             faces.push((img.clone(), f));
         }

@@ -4,8 +4,8 @@
 mod common;
 
 use facegate::bundle::Bundle;
-use facegate::detect::{Detector, DetectorOptions, Face, TractDetector};
-use facegate::imageio::load_rgb;
+use facegate::face::detect::{Detector, DetectorOptions, Face, TractDetector};
+use facegate::face::imageio::load_rgb;
 
 fn detector(opts: DetectorOptions) -> TractDetector {
     let b = Bundle::open_named(&common::models_dir(), "retinaface-mnet025").unwrap();

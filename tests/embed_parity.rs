@@ -8,7 +8,7 @@
 mod common;
 
 use facegate::bundle::Bundle;
-use facegate::embed::{cosine, Embedder, EmbedderOptions, TractEmbedder};
+use facegate::face::embed::{cosine, Embedder, EmbedderOptions, TractEmbedder};
 
 fn bundles_under_test(reference: &common::Reference) -> Vec<String> {
     let all: Vec<String> = reference.crops[0].embeddings.keys().cloned().collect();
@@ -39,7 +39,7 @@ fn crops_under_test(reference: &common::Reference) -> Vec<(String, image::RgbIma
         .map(|c| {
             (
                 c.file.clone(),
-                facegate::imageio::load_rgb(&common::crop_path(&c.file)).unwrap(),
+                facegate::face::imageio::load_rgb(&common::crop_path(&c.file)).unwrap(),
             )
         })
         .collect()
@@ -178,7 +178,7 @@ fn same_person_scores_above_different_people() {
     ];
     let crops: Vec<image::RgbImage> = need
         .iter()
-        .map(|f| facegate::imageio::load_rgb(&common::crop_path(f)).unwrap())
+        .map(|f| facegate::face::imageio::load_rgb(&common::crop_path(f)).unwrap())
         .collect();
     let name = bundles_under_test(&reference).into_iter().next().unwrap();
     let e = TractEmbedder::from_bundle(

@@ -2,10 +2,10 @@
 
 use crate::bench;
 use crate::bundle::{self, Bundle, Kind};
-use crate::detect::{largest, Detector, DetectorOptions, TractDetector};
-use crate::embed::{Embedder, Precision};
-use crate::imageio;
-use crate::mask::{self, MaskStyle};
+use crate::face::detect::{largest, Detector, DetectorOptions, TractDetector};
+use crate::face::embed::{Embedder, Precision};
+use crate::face::imageio;
+use crate::face::mask::{self, MaskStyle};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};

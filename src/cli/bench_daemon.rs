@@ -2,9 +2,9 @@
 
 use crate::bench;
 use crate::bundle::{self, Bundle};
-use crate::detect::{largest, Detector, DetectorOptions, TractDetector};
-use crate::imageio;
-use crate::mask::{self, MaskStyle};
+use crate::face::detect::{largest, Detector, DetectorOptions, TractDetector};
+use crate::face::imageio;
+use crate::face::mask::{self, MaskStyle};
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use clap::Args;

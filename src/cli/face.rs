@@ -4,11 +4,11 @@
 use crate::bench;
 use crate::bundle::AlignSection;
 use crate::bundle::{self, Bundle};
-use crate::detect::{largest, Detector, DetectorOptions, Face, TractDetector};
-use crate::embed::{Embedder, EmbedderOptions, Precision, TractEmbedder};
-use crate::imageio;
-use crate::mask::{self, MaskStyle};
-use crate::pipeline::largest_face_crop;
+use crate::face::detect::{largest, Detector, DetectorOptions, Face, TractDetector};
+use crate::face::embed::{Embedder, EmbedderOptions, Precision, TractEmbedder};
+use crate::face::imageio;
+use crate::face::mask::{self, MaskStyle};
+use crate::face::pipeline::largest_face_crop;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
@@ -321,7 +321,7 @@ pub(crate) fn detect(models: &Path, a: DetectArgs) -> Result<ExitCode> {
         out.write_all(b"\n")?;
         if let (Some(dir), Ok((img, faces))) = (&a.draw, result) {
             let mut img = img;
-            crate::draw::faces(&mut img, &faces);
+            crate::face::draw::faces(&mut img, &faces);
             let stem = p
                 .file_stem()
                 .map_or_else(|| "image".into(), |s| s.to_string_lossy());

@@ -1,7 +1,10 @@
 //! `facegated`: the daemon. Setup ([`start`]), the accept loop, the
 //! per-connection protocol handling ([`server`]), the camera thread
-//! ([`hub`]) and the systemd integration ([`systemd`]).
+//! ([`hub`]), the configuration ([`config`]), the peer-credential policy
+//! ([`auth`]) and the systemd integration ([`systemd`]).
 
+pub mod auth;
+pub mod config;
 pub mod hub;
 pub mod server;
 pub mod systemd;
@@ -16,12 +19,12 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::auth::{Accounts, Policy, SystemAccounts};
 use crate::bundle::{self, Bundle, Kind};
-use crate::config::{Config, SourceKind};
-use crate::detect::{DetectorOptions, TractDetector};
-use crate::embed::{Embedder, EmbedderOptions, TractEmbedder};
+use crate::daemon::auth::{Accounts, Policy, SystemAccounts};
+use crate::daemon::config::{Config, SourceKind};
 use crate::engine::{Engine, Lockout, Thresholds};
+use crate::face::detect::{DetectorOptions, TractDetector};
+use crate::face::embed::{Embedder, EmbedderOptions, TractEmbedder};
 use crate::gallery::{Gallery, ModelId, StoreOptions};
 use crate::protocol::DoorEvent;
 use crate::source::replay::ReplaySource;
@@ -32,7 +35,7 @@ use hub::{Analyzer, Hub, Opener};
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] crate::daemon::config::ConfigError),
     #[error("models: {0}")]
     Models(String),
     #[error("gallery at {path}: {message}")]
@@ -46,7 +49,9 @@ pub enum DaemonError {
 /// Open the configured frame source.
 ///
 /// This is the one place where the daemon opens a camera.
-pub fn open_source(cam: &crate::config::Camera) -> Result<Box<dyn FrameSource>, SourceError> {
+pub fn open_source(
+    cam: &crate::daemon::config::Camera,
+) -> Result<Box<dyn FrameSource>, SourceError> {
     match cam.kind {
         SourceKind::Replay => Ok(Box::new(ReplaySource::open(&cam.replay, cam.fps)?)),
         SourceKind::V4l2 => {
@@ -56,13 +61,13 @@ pub fn open_source(cam: &crate::config::Camera) -> Result<Box<dyn FrameSource>, 
     }
 }
 
-fn opener_for(cam: &crate::config::Camera) -> Opener {
+fn opener_for(cam: &crate::daemon::config::Camera) -> Opener {
     let cam = cam.clone();
     Arc::new(move || open_source(&cam))
 }
 
 /// What `status` calls a source before it is open.
-fn label_for(cam: &crate::config::Camera) -> String {
+fn label_for(cam: &crate::daemon::config::Camera) -> String {
     match cam.kind {
         SourceKind::V4l2 => cam.device.display().to_string(),
         SourceKind::Replay => cam
@@ -74,7 +79,7 @@ fn label_for(cam: &crate::config::Camera) -> String {
     }
 }
 
-fn hub_for(cam: &crate::config::Camera) -> Arc<Hub> {
+fn hub_for(cam: &crate::daemon::config::Camera) -> Arc<Hub> {
     Hub::new(
         opener_for(cam),
         label_for(cam),
@@ -128,7 +133,7 @@ impl Shared {
     /// Re-read the config file (SIGHUP). The socket, state dir and models
     /// are kept (they need a restart); everything else applies at once.
     pub fn reload(&self) {
-        let new = match crate::config::load(&self.config_path, self.config_must_exist) {
+        let new = match crate::daemon::config::load(&self.config_path, self.config_must_exist) {
             Ok(c) => c,
             Err(e) => {
                 log::error!("reload: {e}; keeping the current configuration");
@@ -140,7 +145,7 @@ impl Shared {
             log::warn!("reload: changes to [daemon] and [models] take effect after a restart");
         }
         // The IR camera's settings are part of `camera` but have their own hub.
-        let main_only = |c: &crate::config::Camera| crate::config::Camera {
+        let main_only = |c: &crate::daemon::config::Camera| crate::daemon::config::Camera {
             ir: None,
             ..c.clone()
         };
@@ -195,7 +200,7 @@ pub struct Overrides {
 
 /// Load the config and apply overrides.
 pub fn load_config(path: &Path, must_exist: bool, o: &Overrides) -> Result<Config, DaemonError> {
-    let mut c = crate::config::load(path, must_exist)?;
+    let mut c = crate::daemon::config::load(path, must_exist)?;
     if let Some(m) = &o.models {
         c.models.dir = Some(m.clone());
     }

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
-use crate::auth::{peer_of, Action, Peer};
+use crate::daemon::auth::{peer_of, Action, Peer};
 use crate::engine::{quality, templates_for, Fused, Fusion, QualityLimits};
+use crate::face::mask::MaskStyle;
 use crate::gallery::{Condition, ImportMode, SearchOptions};
-use crate::mask::MaskStyle;
 use crate::protocol::{
     parse_request, read_frame_bytes, write_frame, DenyReason, DoorEvent, EnrollReport,
     EnrollSource, ErrorKind, FrameError, Request, Response, Stages, StatusInfo, UserInfo,
@@ -215,7 +215,7 @@ fn summary(r: &Response) -> String {
     }
 }
 
-fn forbidden(d: crate::auth::Denied) -> Response {
+fn forbidden(d: crate::daemon::auth::Denied) -> Response {
     Response::error(ErrorKind::Forbidden, d.0)
 }
 
@@ -280,7 +280,7 @@ fn params(sh: &Shared) -> (u32, f32) {
         c.decision.min_face_px,
         c.thresholds
             .presence
-            .unwrap_or(crate::presence::DEFAULT_THRESHOLD),
+            .unwrap_or(crate::face::presence::DEFAULT_THRESHOLD),
     )
 }
 
@@ -673,8 +673,8 @@ fn decode_image(bytes: &[u8]) -> Result<image::RgbImage, String> {
         .with_guessed_format()
         .map_err(|e| e.to_string())?;
     let mut limits = image::Limits::default();
-    limits.max_image_width = Some(crate::imageio::MAX_SIDE);
-    limits.max_image_height = Some(crate::imageio::MAX_SIDE);
+    limits.max_image_width = Some(crate::face::imageio::MAX_SIDE);
+    limits.max_image_height = Some(crate::face::imageio::MAX_SIDE);
     limits.max_alloc = Some(512 << 20);
     r.limits(limits);
     r.decode().map(|i| i.to_rgb8()).map_err(|e| e.to_string())

@@ -380,10 +380,10 @@ impl Config {
             ));
         }
         let m = self.models.detect_max_side;
-        if m != 0 && !(crate::detect::MIN_SIDE..=8192).contains(&m) {
+        if m != 0 && !(crate::face::detect::MIN_SIDE..=8192).contains(&m) {
             return bad(format!(
                 "models.detect_max_side {m} is not 0 (never downscale) or in {}..=8192",
-                crate::detect::MIN_SIDE
+                crate::face::detect::MIN_SIDE
             ));
         }
         self.camera.validate("camera")?;
@@ -433,7 +433,7 @@ impl Config {
             return bad(format!("enroll.max_yaw {} is not in [0, 1]", e.max_yaw));
         }
         for s in &e.synthetic_masks {
-            if let Err(err) = s.parse::<crate::mask::MaskStyle>() {
+            if let Err(err) = s.parse::<crate::face::mask::MaskStyle>() {
                 return bad(format!("enroll.synthetic_masks: {err}"));
             }
         }
