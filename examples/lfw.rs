@@ -12,6 +12,7 @@
 //! Env: FACEGATE_LFW_BUNDLE (default facenet-int8-qdq-pt), FACEGATE_LFW_THREADS
 //! (default 2), FACEGATE_LFW_FOLDS (default 10: use the first N folds),
 //! FACEGATE_LFW_CACHE (default ~/.cache/facegate/lfw).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // an experiment, not a daemon path
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

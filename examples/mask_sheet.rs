@@ -2,6 +2,7 @@
 //! `cargo run --release --example mask_sheet -- OUT.png [template-dir]`.
 //! Cycles through the procedural styles (and, with a template folder, adds
 //! MaskTheFace templates) over the faces in $FACEGATE_MODELS/photos.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // an experiment, not a daemon path
 
 use std::path::PathBuf;
 

@@ -3,6 +3,7 @@
 //! then times load + optimise for both forms and checks they compute the same.
 //!
 //!   cargo run --release --example nnef_load -- models/out facenet-fp32
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // an experiment, not a daemon path
 
 use std::time::Instant;
 

@@ -1,4 +1,5 @@
 //! Alignment against the pipeline's reference crops (align.py).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 mod common;
 

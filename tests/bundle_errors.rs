@@ -1,4 +1,5 @@
 //! Every way a bundle can be broken gives its own clear error, never a panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 mod common;
 

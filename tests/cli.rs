@@ -1,4 +1,5 @@
 //! The command-line tools as a user runs them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 mod common;
 

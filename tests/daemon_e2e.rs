@@ -9,6 +9,7 @@
 //! photos give (see docs/PERFORMANCE.md, "Daemon"): genuine ≥ 0.69
 //! (unmasked) / ≥ 0.80 (masked probe), impostors ≤ 0.24 / ≤ 0.36.
 #![allow(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! RetinaFace through tract against the pipeline's onnxruntime reference
 //! (models/facegate_models/retina.py), on the registry test photos.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 mod common;
 

@@ -4,6 +4,7 @@
 //! Environment (used by the aarch64 run under qemu, which is ~100x slower):
 //! FACEGATE_PARITY_BUNDLES=a,b limits the bundles, FACEGATE_PARITY_CROPS=N
 //! limits the crops.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 mod common;
 

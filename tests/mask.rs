@@ -1,5 +1,6 @@
 //! Synthetic masks on the registry photos: they cover the lower face, leave
 //! the eyes alone, are reproducible, and do not make the face disappear.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 mod common;
 

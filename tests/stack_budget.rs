@@ -3,6 +3,7 @@
 //! size the daemon gives it, by painting the free stack and finding the
 //! deepest byte touched (`facegate::crash::stack_high_water`). Run with
 //! `--nocapture` to see the numbers (docs/AMX.md).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 mod common;
 

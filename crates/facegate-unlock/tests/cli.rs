@@ -1,5 +1,6 @@
 //! facegate-unlock as pam_exec runs it, without a daemon (the decisions
 //! through a live daemon are in the root package's tests/daemon_e2e.rs).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 use std::process::Command;
 
