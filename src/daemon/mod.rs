@@ -5,8 +5,10 @@
 
 pub mod auth;
 pub mod config;
+pub mod door;
 pub mod hub;
 pub mod server;
+pub mod service;
 pub mod systemd;
 pub mod worker;
 
@@ -334,7 +336,6 @@ pub fn start(
     config_path: PathBuf,
     config_must_exist: bool,
 ) -> Result<(Arc<Shared>, UnixListener, Option<PathBuf>), DaemonError> {
-    let t0 = Instant::now();
     if std::env::var_os("LISTEN_FDS").is_none()
         && std::os::unix::net::UnixStream::connect(&cfg.daemon.socket).is_ok()
     {
@@ -343,6 +344,31 @@ pub fn start(
             message: "another facegated is already listening there".into(),
         });
     }
+    let shared = open(cfg, config_path, config_must_exist)?;
+    let (listener, path) = bind(&shared.cfg.load())?;
+    start_cameras(&shared)?;
+    door::spawn_door_loop(shared.clone())?;
+    Ok((shared, listener, path))
+}
+
+/// Start streaming the camera (and the IR camera, if any).
+pub fn start_cameras(shared: &Shared) -> std::io::Result<()> {
+    shared.hub.spawn("camera")?;
+    if let Some(ir) = &shared.ir_hub {
+        ir.spawn("ir-camera")?;
+    }
+    Ok(())
+}
+
+/// Everything but the socket and the threads: load the models, open the
+/// gallery, make the camera hubs (not yet streaming). The service layer
+/// runs on the result (tests/daemon_service.rs drives it without a socket).
+pub fn open(
+    cfg: Config,
+    config_path: PathBuf,
+    config_must_exist: bool,
+) -> Result<Arc<Shared>, DaemonError> {
+    let t0 = Instant::now();
     let models = cfg
         .models
         .dir
@@ -404,7 +430,6 @@ pub fn start(
     let manifest_thresholds = manifest_thresholds(&emb_b);
     let hub = hub_for(&cfg.camera);
     let ir_hub = cfg.camera.ir.as_deref().map(hub_for);
-    let (listener, path) = bind(&cfg)?;
     let shared = Arc::new(Shared {
         policy: ArcSwap::from_pointee(policy_for(&cfg)),
         lockout: Mutex::new(Lockout::new(
@@ -422,8 +447,8 @@ pub fn start(
         },
         manifest_thresholds,
         gallery,
-        hub: hub.clone(),
-        ir_hub: ir_hub.clone(),
+        hub,
+        ir_hub,
         analyzer: Analyzer::default(),
         inference,
         subscribers: Mutex::new(Vec::new()),
@@ -438,10 +463,5 @@ pub fn start(
             emb_b.name()
         );
     }
-    hub.spawn("camera")?;
-    if let Some(ir) = &ir_hub {
-        ir.spawn("ir-camera")?;
-    }
-    server::spawn_door_loop(shared.clone())?;
-    Ok((shared, listener, path))
+    Ok(shared)
 }
