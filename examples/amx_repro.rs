@@ -15,6 +15,7 @@
 //! model with `--shape 1,3,224,224`. `TRACT_CPU_ISA=-amx-int8` in the
 //! environment is the control (same run, AMX kernels taken out).
 #![allow(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // an experiment, not a daemon path
 
 use std::time::Instant;
 

@@ -12,20 +12,21 @@
 //! Env: FACEGATE_LFW_BUNDLE (default facenet-int8-qdq-pt), FACEGATE_LFW_THREADS
 //! (default 2), FACEGATE_LFW_FOLDS (default 10: use the first N folds),
 //! FACEGATE_LFW_CACHE (default ~/.cache/facegate/lfw).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // an experiment, not a daemon path
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use facegate::align::align;
 use facegate::bundle::{default_models_dir, AlignSection, Bundle};
-use facegate::detect::{Detector, DetectorOptions, Face, TractDetector};
-use facegate::embed::{Embedder, EmbedderOptions, TractEmbedder};
 use facegate::eval::extract::FRONTAL_TEMPLATES;
 use facegate::eval::lfw::Pair;
-use facegate::mask::{self, template::TemplateSet, Procedural};
-use facegate::presence;
+use facegate::face::align::align;
+use facegate::face::detect::{Detector, DetectorOptions, Face, TractDetector};
+use facegate::face::embed::{Embedder, EmbedderOptions, TractEmbedder};
+use facegate::face::mask::{self, template::TemplateSet, Procedural};
+use facegate::face::presence;
 
 const ARCFACE_112: [[f32; 2]; 5] = [
     [38.2946, 51.6963],
@@ -82,7 +83,7 @@ fn landmarks(lfw: &Path, images: &[String]) -> Result<HashMap<String, Option<[[f
         )?;
         let t0 = std::time::Instant::now();
         for (k, i) in todo.iter().enumerate() {
-            let img = facegate::imageio::load_rgb(&lfw.join("deepfunneled").join(i))?;
+            let img = facegate::face::imageio::load_rgb(&lfw.join("deepfunneled").join(i))?;
             let f = central(&det.detect(&img)?, img.width(), img.height());
             cache.insert((*i).clone(), f.map(|f| f.landmarks));
             if k % 1000 == 999 {
@@ -147,7 +148,7 @@ fn embeddings(
         let crops: Vec<image::RgbImage> = chunk
             .iter()
             .map(|i| -> Result<image::RgbImage> {
-                let img = facegate::imageio::load_rgb(&lfw.join("deepfunneled").join(i))?;
+                let img = facegate::face::imageio::load_rgb(&lfw.join("deepfunneled").join(i))?;
                 let l = lm.get(i).copied().flatten().unwrap_or(fallback);
                 Ok(align(&img, &l, cfg)?)
             })
@@ -275,7 +276,7 @@ fn templates_cmd(lfw: &Path, cands: &[String]) -> Result<()> {
         let e = embeddings(lfw, &images, &lm, &cfg, &format!("s{s}-dy{dy}"), &embedder)?;
         let scores: Vec<f32> = pairs
             .iter()
-            .map(|p| facegate::embed::cosine(&e[&p.a], &e[&p.b]))
+            .map(|p| facegate::face::embed::cosine(&e[&p.a], &e[&p.b]))
             .collect();
         let (m, sd, t) = ten_fold(&pairs, &scores, folds);
         println!(
@@ -323,7 +324,7 @@ fn presence_cmd(lfw: &Path, masks: &Path, n: usize) -> Result<()> {
             continue;
         };
         used += 1;
-        let img = facegate::imageio::load_rgb(&lfw.join("deepfunneled").join(i))?;
+        let img = facegate::face::imageio::load_rgb(&lfw.join("deepfunneled").join(i))?;
         let face = Face {
             bbox: [0.0; 4],
             score: 1.0,

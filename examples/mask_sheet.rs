@@ -2,13 +2,14 @@
 //! `cargo run --release --example mask_sheet -- OUT.png [template-dir]`.
 //! Cycles through the procedural styles (and, with a template folder, adds
 //! MaskTheFace templates) over the faces in $FACEGATE_MODELS/photos.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // an experiment, not a daemon path
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use facegate::bundle::{default_models_dir, Bundle};
-use facegate::detect::{Detector, DetectorOptions, Face, TractDetector};
-use facegate::mask::{paint_procedural, template::TemplateSet, Procedural};
+use facegate::face::detect::{Detector, DetectorOptions, Face, TractDetector};
+use facegate::face::mask::{paint_procedural, template::TemplateSet, Procedural};
 
 const TILE: u32 = 256;
 
@@ -55,7 +56,7 @@ fn main() -> Result<()> {
         .collect();
     photos.sort();
     for p in photos {
-        let img = facegate::imageio::load_rgb(&p)?;
+        let img = facegate::face::imageio::load_rgb(&p)?;
         for f in det.detect(&img)? {
             faces.push((img.clone(), f));
         }

@@ -3,6 +3,7 @@
 //! then times load + optimise for both forms and checks they compute the same.
 //!
 //!   cargo run --release --example nnef_load -- models/out facenet-fp32
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // an experiment, not a daemon path
 
 use std::time::Instant;
 
@@ -61,7 +62,8 @@ fn main() -> Result<()> {
         a[0].to_plain_array_view::<f32>()?,
         b[0].to_plain_array_view::<f32>()?,
     );
-    let cos = facegate::embed::cosine(a.as_slice().unwrap_or(&[]), b.as_slice().unwrap_or(&[]));
+    let cos =
+        facegate::face::embed::cosine(a.as_slice().unwrap_or(&[]), b.as_slice().unwrap_or(&[]));
     std::fs::remove_file(&tmp).ok();
     let ms = |d: std::time::Duration| format!("{:.0}", d.as_secs_f64() * 1e3);
     println!(

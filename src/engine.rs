@@ -12,22 +12,22 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 
 use crate::bundle::AlignSection;
-use crate::detect::{Detector, Face};
-use crate::embed::Embedder;
+use crate::face::detect::{Detector, Face};
+use crate::face::embed::Embedder;
+use crate::face::mask::MaskStyle;
 use crate::gallery::{Condition, NewTemplate};
-use crate::mask::MaskStyle;
 use crate::protocol::Stages;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
-    Detect(#[from] crate::detect::DetectError),
+    Detect(#[from] crate::face::detect::DetectError),
     #[error(transparent)]
-    Align(#[from] crate::align::AlignError),
+    Align(#[from] crate::face::align::AlignError),
     #[error(transparent)]
-    Embed(#[from] crate::embed::EmbedError),
+    Embed(#[from] crate::face::embed::EmbedError),
     #[error(transparent)]
-    Mask(#[from] crate::mask::MaskError),
+    Mask(#[from] crate::face::mask::MaskError),
 }
 
 /// The face picked in a frame, analysed.
@@ -119,10 +119,10 @@ impl Engine {
             });
         };
         let t = Instant::now();
-        let crop = crate::align::align(img, &face.landmarks, &self.align)?;
+        let crop = crate::face::align::align(img, &face.landmarks, &self.align)?;
         st.align_ms = ms(t);
         let t = Instant::now();
-        let p = crate::presence::presence(&crop, &self.align, presence_threshold);
+        let p = crate::face::presence::presence(&crop, &self.align, presence_threshold);
         st.presence_ms = ms(t);
         let t = Instant::now();
         let e = self.embedder.embed(&crop)?;
@@ -149,8 +149,8 @@ impl Engine {
         seed: u64,
     ) -> Result<Vec<f32>, EngineError> {
         let mut m = img.clone();
-        crate::mask::paint(&mut m, face, style, seed)?;
-        let crop = crate::align::align(&m, &face.landmarks, &self.align)?;
+        crate::face::mask::paint(&mut m, face, style, seed)?;
+        let crop = crate::face::align::align(&m, &face.landmarks, &self.align)?;
         Ok(self.embedder.embed(&crop)?.into_vec())
     }
 }

@@ -1,32 +1,25 @@
 //! facegate: face (and masked-face) unlock for small ARM boards, offline.
 //!
-//! The library is layered like the product (see docs/ARCHITECTURE.md):
-//! [`bundle`] verifies model bundles, [`detect`] finds faces and their five
-//! landmarks, [`align`] warps a face to the embedder's template,
-//! [`pipeline`] chains the two, [`embed`] turns aligned crops into
-//! embeddings, [`gallery`] stores templates and scans them, [`mask`] paints
-//! synthetic masks (for tests and evaluation), [`presence`] tells whether a
-//! face wears one, [`imageio`] reads images with clear errors, [`draw`]
-//! annotates, [`bench`] measures.
+//! The library is laid out by the path of a frame (see docs/ARCHITECTURE.md):
+//! [`source`] yields camera frames; [`face`] holds the per-face stages
+//! (detection, alignment, mask presence, embedding, synthetic masks, image
+//! decoding, drawing); [`engine`] turns frames into decisions; [`gallery`]
+//! stores templates and scans them; [`daemon`] is `facegated` (service
+//! layer, socket server, camera hubs, configuration, authorisation,
+//! systemd). Around them: [`bundle`] verifies model bundles, [`protocol`]
+//! is the wire protocol (the `facegate-proto` crate), [`cli`] is the
+//! `facegate` command line, [`eval`] measures accuracy, [`bench`] measures
+//! speed, [`cpu`] and [`crash`] set up the process.
 
-pub mod align;
-pub mod auth;
 pub mod bench;
 pub mod bundle;
-pub mod client;
-pub mod config;
+pub mod cli;
 pub mod cpu;
 pub mod crash;
 pub mod daemon;
-pub mod detect;
-pub mod draw;
-pub mod embed;
 pub mod engine;
 pub mod eval;
+pub mod face;
 pub mod gallery;
-pub mod imageio;
-pub mod mask;
-pub mod pipeline;
-pub mod presence;
-pub mod protocol;
+pub use facegate_proto as protocol;
 pub mod source;

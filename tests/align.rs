@@ -1,11 +1,12 @@
 //! Alignment against the pipeline's reference crops (align.py).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 mod common;
 
-use facegate::align::align;
 use facegate::bundle::Bundle;
-use facegate::detect::{Detector, DetectorOptions, TractDetector};
-use facegate::imageio::load_rgb;
+use facegate::face::align::align;
+use facegate::face::detect::{Detector, DetectorOptions, TractDetector};
+use facegate::face::imageio::load_rgb;
 
 /// Fraction of channel values within `tol` grey levels, and the largest difference.
 fn agreement(a: &image::RgbImage, b: &image::RgbImage, tol: i16) -> (f64, i16) {

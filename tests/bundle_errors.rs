@@ -1,4 +1,5 @@
 //! Every way a bundle can be broken gives its own clear error, never a panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 mod common;
 
@@ -6,7 +7,7 @@ use std::fs;
 use std::path::Path;
 
 use facegate::bundle::{sha256_hex, Bundle, BundleError, Kind};
-use facegate::embed::{EmbedError, EmbedderOptions, TractEmbedder};
+use facegate::face::embed::{EmbedError, EmbedderOptions, TractEmbedder};
 
 /// Copy a real bundle into a scratch folder we can damage.
 fn scratch_copy(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
@@ -146,7 +147,7 @@ fn manifest_with_the_wrong_output_dimension() {
 
 #[test]
 fn wrong_crop_size_is_an_error() {
-    use facegate::embed::Embedder;
+    use facegate::face::embed::Embedder;
     let b = Bundle::open_named(&common::models_dir(), "facenet-int8-qdq-pt").unwrap();
     let e = TractEmbedder::from_bundle(
         &b,

@@ -2,6 +2,7 @@
 //! machine: `TRACT_CPU_ISA=+amx-int8` puts AMX into the set tract probes,
 //! as an AMX CPU would, and `facegate cpu` reports what tract then picks
 //! (it only asks; no kernel runs, so this is safe without AMX).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 use std::process::Command;
 

@@ -9,6 +9,7 @@
 //! photos give (see docs/PERFORMANCE.md, "Daemon"): genuine ≥ 0.69
 //! (unmasked) / ≥ 0.80 (masked probe), impostors ≤ 0.24 / ≤ 0.36.
 #![allow(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 mod common;
 
@@ -358,7 +359,7 @@ fn daemon_end_to_end() {
     // A with a synthetic mask (another photo, another seed) → unlock,
     // through the PAM helper and through the protocol.
     rig.show(&a_masked);
-    let st = Command::new(env!("CARGO_BIN_EXE_facegate-unlock"))
+    let st = Command::new(common::unlock_exe())
         .args([
             "--socket",
             rig.sock().to_str().unwrap(),
@@ -393,7 +394,7 @@ fn daemon_end_to_end() {
     let r = rig.verify("A", 8000);
     assert_eq!(denied(&r), Some(DenyReason::NoMatch), "{r:?}");
     assert!(unlocked(&rig.verify("B", 8000), "B"));
-    let st = Command::new(env!("CARGO_BIN_EXE_facegate-unlock"))
+    let st = Command::new(common::unlock_exe())
         .args(["--socket", rig.sock().to_str().unwrap(), "--user", "A"])
         .status()
         .unwrap();
@@ -425,10 +426,7 @@ fn daemon_end_to_end() {
     // The build folder may be unreadable for nobody (under /root): copy.
     let bin_dir = rig.p("bin");
     std::fs::create_dir(&bin_dir).unwrap();
-    for b in [
-        env!("CARGO_BIN_EXE_facegate-unlock"),
-        env!("CARGO_BIN_EXE_facegate"),
-    ] {
+    for b in [common::unlock_exe(), env!("CARGO_BIN_EXE_facegate")] {
         let to = bin_dir.join(Path::new(b).file_name().unwrap());
         std::fs::copy(b, &to).unwrap();
         std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -447,7 +445,7 @@ fn daemon_end_to_end() {
             String::from_utf8_lossy(&out.stderr).to_string(),
         )
     };
-    let (code, err) = as_nobody(env!("CARGO_BIN_EXE_facegate-unlock"), &["--user", "A"]);
+    let (code, err) = as_nobody(common::unlock_exe(), &["--user", "A"]);
     assert_eq!(code, Some(5), "{err}");
     assert!(err.contains("may not verify"), "{err}");
     let (code, err) = as_nobody(env!("CARGO_BIN_EXE_facegate"), &["list"]);

@@ -10,6 +10,7 @@
 //!   SIGTERM, and an activated socket file is left in place (systemd owns it);
 //! * journald: with JOURNAL_STREAM set, every log line carries a `<N>`
 //!   syslog priority prefix.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 mod common;
 

@@ -1,11 +1,12 @@
 //! RetinaFace through tract against the pipeline's onnxruntime reference
 //! (models/facegate_models/retina.py), on the registry test photos.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 mod common;
 
 use facegate::bundle::Bundle;
-use facegate::detect::{Detector, DetectorOptions, Face, TractDetector};
-use facegate::imageio::load_rgb;
+use facegate::face::detect::{Detector, DetectorOptions, Face, TractDetector};
+use facegate::face::imageio::load_rgb;
 
 fn detector(opts: DetectorOptions) -> TractDetector {
     let b = Bundle::open_named(&common::models_dir(), "retinaface-mnet025").unwrap();

@@ -4,11 +4,12 @@
 //! Environment (used by the aarch64 run under qemu, which is ~100x slower):
 //! FACEGATE_PARITY_BUNDLES=a,b limits the bundles, FACEGATE_PARITY_CROPS=N
 //! limits the crops.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 mod common;
 
 use facegate::bundle::Bundle;
-use facegate::embed::{cosine, Embedder, EmbedderOptions, TractEmbedder};
+use facegate::face::embed::{cosine, Embedder, EmbedderOptions, TractEmbedder};
 
 fn bundles_under_test(reference: &common::Reference) -> Vec<String> {
     let all: Vec<String> = reference.crops[0].embeddings.keys().cloned().collect();
@@ -39,7 +40,7 @@ fn crops_under_test(reference: &common::Reference) -> Vec<(String, image::RgbIma
         .map(|c| {
             (
                 c.file.clone(),
-                facegate::imageio::load_rgb(&common::crop_path(&c.file)).unwrap(),
+                facegate::face::imageio::load_rgb(&common::crop_path(&c.file)).unwrap(),
             )
         })
         .collect()
@@ -178,7 +179,7 @@ fn same_person_scores_above_different_people() {
     ];
     let crops: Vec<image::RgbImage> = need
         .iter()
-        .map(|f| facegate::imageio::load_rgb(&common::crop_path(f)).unwrap())
+        .map(|f| facegate::face::imageio::load_rgb(&common::crop_path(f)).unwrap())
         .collect();
     let name = bundles_under_test(&reference).into_iter().next().unwrap();
     let e = TractEmbedder::from_bundle(

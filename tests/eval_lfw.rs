@@ -7,6 +7,7 @@
 //! repository root) and the model bundles (FACEGATE_MODELS, else models/out);
 //! without them it prints why it was skipped and passes. Embeddings go to a
 //! fresh temporary cache unless FACEGATE_EVAL_CACHE names one.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 use std::path::PathBuf;
 use std::time::Instant;

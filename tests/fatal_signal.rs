@@ -2,6 +2,7 @@
 //! same test binary, told by an environment variable which crash to stage),
 //! and the parent checks its stderr and how it died.
 #![allow(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;

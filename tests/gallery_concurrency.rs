@@ -1,4 +1,5 @@
 //! Searching while enrolling: readers never see a half-applied batch.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

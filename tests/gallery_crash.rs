@@ -14,6 +14,7 @@
 //! the parent can check every stored template (acknowledged or not) bit for bit.
 //!
 //! Cycles: `FACEGATE_CRASH_CYCLES` (default 100, about 25 s in a release build on 2 cores).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};

@@ -1,4 +1,5 @@
 //! Export / import: round trip, integrity errors, merge rule.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 use std::path::Path;
 

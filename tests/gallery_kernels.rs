@@ -5,6 +5,7 @@
 //! for unit vectors this is a few 1e-7 in practice, so 1e-5 is loose yet fails
 //! on any indexing bug (a wrong or missing element changes the score by ~1/dim).
 //! The int8 kernels are exact (integer arithmetic): they must agree bit for bit.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 use facegate::gallery::{Condition, Kernel, Matrix, SearchOptions, Snapshot, Template, User};
 use proptest::prelude::*;

@@ -1,5 +1,6 @@
 //! Small end-to-end store test, also run under qemu-aarch64 (see docs/GALLERY.md, "sled under qemu-aarch64"):
 //! create a NEW gallery, enrol, search, reopen, export, import.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 use facegate::gallery::bench::XorShift;
 use facegate::gallery::{

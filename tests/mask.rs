@@ -1,11 +1,12 @@
 //! Synthetic masks on the registry photos: they cover the lower face, leave
 //! the eyes alone, are reproducible, and do not make the face disappear.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 mod common;
 
 use facegate::bundle::Bundle;
-use facegate::detect::{Detector, DetectorOptions, Face, TractDetector};
-use facegate::mask::{paint, paint_procedural, FaceFrame, MaskStyle, Procedural};
+use facegate::face::detect::{Detector, DetectorOptions, Face, TractDetector};
+use facegate::face::mask::{paint, paint_procedural, FaceFrame, MaskStyle, Procedural};
 
 fn detector() -> TractDetector {
     let b = Bundle::open_named(&common::models_dir(), "retinaface-mnet025").unwrap();
@@ -16,8 +17,9 @@ fn faces() -> Vec<(String, image::RgbImage, Face)> {
     let det = detector();
     let mut out = Vec::new();
     for p in common::reference().photos {
-        let img = facegate::imageio::load_rgb(&common::models_dir().join("photos").join(&p.photo))
-            .unwrap();
+        let img =
+            facegate::face::imageio::load_rgb(&common::models_dir().join("photos").join(&p.photo))
+                .unwrap();
         for f in det.detect(&img).unwrap() {
             out.push((p.photo.clone(), img.clone(), f));
         }
@@ -67,7 +69,7 @@ fn masks_cover_nose_mouth_and_chin_but_not_the_eyes() {
         // Below the mouth, towards the chin, in the face frame (v = 0 at the
         // eyes, 1.16 at the mouth, in inter-ocular distances).
         let ff = FaceFrame::new(&f.landmarks).unwrap();
-        let chin = facegate::align::apply(&ff.to_image, [ff.mouth[0], ff.mouth[1] + 0.5]);
+        let chin = facegate::face::align::apply(&ff.to_image, [ff.mouth[0], ff.mouth[1] + 0.5]);
         for style in Procedural::ALL {
             let mut m = img.clone();
             paint_procedural(&mut m, &f, style, 3).unwrap();
@@ -173,8 +175,12 @@ fn presence_tells_masked_from_bare_registry_faces() {
     let det = detector();
     let (mut right, mut total) = (0, 0);
     for (name, img, f) in faces() {
-        let crop = facegate::align::align(&img, &f.landmarks, &cfg).unwrap();
-        let p = facegate::presence::presence(&crop, &cfg, facegate::presence::DEFAULT_THRESHOLD);
+        let crop = facegate::face::align::align(&img, &f.landmarks, &cfg).unwrap();
+        let p = facegate::face::presence::presence(
+            &crop,
+            &cfg,
+            facegate::face::presence::DEFAULT_THRESHOLD,
+        );
         eprintln!("{name}: bare skin share {:.2}", p.skin_share);
         right += !p.masked as usize;
         total += 1;
@@ -188,9 +194,12 @@ fn presence_tells_masked_from_bare_registry_faces() {
                 .max_by(|a, b| a.area().total_cmp(&b.area()))
                 .unwrap()
                 .landmarks;
-            let crop = facegate::align::align(&m, &lm, &cfg).unwrap();
-            let p =
-                facegate::presence::presence(&crop, &cfg, facegate::presence::DEFAULT_THRESHOLD);
+            let crop = facegate::face::align::align(&m, &lm, &cfg).unwrap();
+            let p = facegate::face::presence::presence(
+                &crop,
+                &cfg,
+                facegate::face::presence::DEFAULT_THRESHOLD,
+            );
             eprintln!("{name} {style:?}: skin share {:.2}", p.skin_share);
             right += p.masked as usize;
             total += 1;

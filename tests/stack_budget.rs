@@ -3,13 +3,14 @@
 //! size the daemon gives it, by painting the free stack and finding the
 //! deepest byte touched (`facegate::crash::stack_high_water`). Run with
 //! `--nocapture` to see the numbers (docs/AMX.md).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 mod common;
 
 use facegate::bundle::{Bundle, DEFAULT_DETECTOR, DEFAULT_EMBEDDER};
-use facegate::detect::{DetectorOptions, TractDetector};
-use facegate::embed::{EmbedderOptions, TractEmbedder};
 use facegate::engine::Engine;
+use facegate::face::detect::{DetectorOptions, TractDetector};
+use facegate::face::embed::{EmbedderOptions, TractEmbedder};
 
 fn measured<R: Send + 'static>(stack: usize, f: impl FnOnce() -> R + Send + 'static) -> (R, usize) {
     facegate::crash::spawn("measured", stack, move || {
@@ -51,7 +52,7 @@ fn engine(threads: usize) -> Engine {
 #[test]
 fn inference_fits_an_eighth_of_its_stack() {
     let kernels = facegate::cpu::kernel_report();
-    let img = facegate::imageio::load_rgb(
+    let img = facegate::face::imageio::load_rgb(
         &common::models_dir().join("photos/face_recognition/obama.jpg"),
     )
     .expect("photo");

@@ -1,7 +1,7 @@
 """Five-point similarity alignment to the FaceNet crop template.
 
 The template lives in the FaceNet bundle's manifest ([align]); the Rust
-aligner (src/align) reads it from there, so both sides use one geometry.
+aligner (src/face/align.rs) reads it from there, so both sides use one geometry.
 Coordinates are continuous pixel coordinates: pixel (col j, row i) covers
 [j, j+1) x [i, i+1) and has its centre at (j + 0.5, i + 0.5).
 """

@@ -1,6 +1,6 @@
 """RetinaFace-MobileNet0.25 reference decoding (onnxruntime), for the pipeline.
 
-This mirrors what the Rust detector does (src/detect): BGR minus
+This mirrors what the Rust detector does (src/face/detect.rs): BGR minus
 (104, 117, 127), NCHW, anchors at strides 8/16/32 with sizes {16,32},
 {64,128}, {256,512}, variances 0.1/0.2, score threshold, NMS.  The pipeline
 uses it to find faces in the registry test photos, to make aligned crops for

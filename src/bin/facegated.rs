@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use facegate::config;
+use facegate::daemon::config;
 use facegate::daemon::{self, systemd, Overrides};
 
 /// Face unlock daemon: watches a camera, recognises enrolled faces (masked or
@@ -87,19 +87,19 @@ fn run(args: Args) -> Result<ExitCode> {
             .clone()
             .unwrap_or_else(facegate::bundle::default_models_dir);
         let b = facegate::bundle::Bundle::open_named(&models, &cfg.models.embedder)?;
-        let e = facegate::embed::TractEmbedder::from_bundle(&b, &Default::default())?;
+        let e = facegate::face::embed::TractEmbedder::from_bundle(&b, &Default::default())?;
         // One embedding on the daemon's inference thread: the kernels the
         // daemon will run, run once, where the daemon runs them.
         let worker = daemon::worker::Inference::new()?;
-        let side = facegate::embed::Embedder::crop_size(&e);
+        let side = facegate::face::embed::Embedder::crop_size(&e);
         let crop = image::RgbImage::from_pixel(side, side, image::Rgb([128, 128, 128]));
         worker
-            .run(|| facegate::embed::Embedder::embed(&e, &crop))
+            .run(|| facegate::face::embed::Embedder::embed(&e, &crop))
             .context("self-test embedding")?;
         log::info!(
             "self-test: models verified, loaded and run in {:.0} ms ({})",
             t0.elapsed().as_secs_f64() * 1e3,
-            facegate::embed::Embedder::name(&e)
+            facegate::face::embed::Embedder::name(&e)
         );
         return Ok(ExitCode::SUCCESS);
     }

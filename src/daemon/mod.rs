@@ -1,9 +1,14 @@
 //! `facegated`: the daemon. Setup ([`start`]), the accept loop, the
 //! per-connection protocol handling ([`server`]), the camera thread
-//! ([`hub`]) and the systemd integration ([`systemd`]).
+//! ([`hub`]), the configuration ([`config`]), the peer-credential policy
+//! ([`auth`]) and the systemd integration ([`systemd`]).
 
+pub mod auth;
+pub mod config;
+pub mod door;
 pub mod hub;
 pub mod server;
+pub mod service;
 pub mod systemd;
 pub mod worker;
 
@@ -16,12 +21,12 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::auth::{Accounts, Policy, SystemAccounts};
 use crate::bundle::{self, Bundle, Kind};
-use crate::config::{Config, SourceKind};
-use crate::detect::{DetectorOptions, TractDetector};
-use crate::embed::{Embedder, EmbedderOptions, TractEmbedder};
+use crate::daemon::auth::{Accounts, Policy, SystemAccounts};
+use crate::daemon::config::{Config, SourceKind};
 use crate::engine::{Engine, Lockout, Thresholds};
+use crate::face::detect::{DetectorOptions, TractDetector};
+use crate::face::embed::{Embedder, EmbedderOptions, TractEmbedder};
 use crate::gallery::{Gallery, ModelId, StoreOptions};
 use crate::protocol::DoorEvent;
 use crate::source::replay::ReplaySource;
@@ -32,7 +37,7 @@ use hub::{Analyzer, Hub, Opener};
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] crate::daemon::config::ConfigError),
     #[error("models: {0}")]
     Models(String),
     #[error("gallery at {path}: {message}")]
@@ -46,7 +51,9 @@ pub enum DaemonError {
 /// Open the configured frame source.
 ///
 /// This is the one place where the daemon opens a camera.
-pub fn open_source(cam: &crate::config::Camera) -> Result<Box<dyn FrameSource>, SourceError> {
+pub fn open_source(
+    cam: &crate::daemon::config::Camera,
+) -> Result<Box<dyn FrameSource>, SourceError> {
     match cam.kind {
         SourceKind::Replay => Ok(Box::new(ReplaySource::open(&cam.replay, cam.fps)?)),
         SourceKind::V4l2 => {
@@ -56,13 +63,13 @@ pub fn open_source(cam: &crate::config::Camera) -> Result<Box<dyn FrameSource>, 
     }
 }
 
-fn opener_for(cam: &crate::config::Camera) -> Opener {
+fn opener_for(cam: &crate::daemon::config::Camera) -> Opener {
     let cam = cam.clone();
     Arc::new(move || open_source(&cam))
 }
 
 /// What `status` calls a source before it is open.
-fn label_for(cam: &crate::config::Camera) -> String {
+fn label_for(cam: &crate::daemon::config::Camera) -> String {
     match cam.kind {
         SourceKind::V4l2 => cam.device.display().to_string(),
         SourceKind::Replay => cam
@@ -74,7 +81,7 @@ fn label_for(cam: &crate::config::Camera) -> String {
     }
 }
 
-fn hub_for(cam: &crate::config::Camera) -> Arc<Hub> {
+fn hub_for(cam: &crate::daemon::config::Camera) -> Arc<Hub> {
     Hub::new(
         opener_for(cam),
         label_for(cam),
@@ -128,7 +135,7 @@ impl Shared {
     /// Re-read the config file (SIGHUP). The socket, state dir and models
     /// are kept (they need a restart); everything else applies at once.
     pub fn reload(&self) {
-        let new = match crate::config::load(&self.config_path, self.config_must_exist) {
+        let new = match crate::daemon::config::load(&self.config_path, self.config_must_exist) {
             Ok(c) => c,
             Err(e) => {
                 log::error!("reload: {e}; keeping the current configuration");
@@ -140,7 +147,7 @@ impl Shared {
             log::warn!("reload: changes to [daemon] and [models] take effect after a restart");
         }
         // The IR camera's settings are part of `camera` but have their own hub.
-        let main_only = |c: &crate::config::Camera| crate::config::Camera {
+        let main_only = |c: &crate::daemon::config::Camera| crate::daemon::config::Camera {
             ir: None,
             ..c.clone()
         };
@@ -195,7 +202,7 @@ pub struct Overrides {
 
 /// Load the config and apply overrides.
 pub fn load_config(path: &Path, must_exist: bool, o: &Overrides) -> Result<Config, DaemonError> {
-    let mut c = crate::config::load(path, must_exist)?;
+    let mut c = crate::daemon::config::load(path, must_exist)?;
     if let Some(m) = &o.models {
         c.models.dir = Some(m.clone());
     }
@@ -329,7 +336,6 @@ pub fn start(
     config_path: PathBuf,
     config_must_exist: bool,
 ) -> Result<(Arc<Shared>, UnixListener, Option<PathBuf>), DaemonError> {
-    let t0 = Instant::now();
     if std::env::var_os("LISTEN_FDS").is_none()
         && std::os::unix::net::UnixStream::connect(&cfg.daemon.socket).is_ok()
     {
@@ -338,6 +344,31 @@ pub fn start(
             message: "another facegated is already listening there".into(),
         });
     }
+    let shared = open(cfg, config_path, config_must_exist)?;
+    let (listener, path) = bind(&shared.cfg.load())?;
+    start_cameras(&shared)?;
+    door::spawn_door_loop(shared.clone())?;
+    Ok((shared, listener, path))
+}
+
+/// Start streaming the camera (and the IR camera, if any).
+pub fn start_cameras(shared: &Shared) -> std::io::Result<()> {
+    shared.hub.spawn("camera")?;
+    if let Some(ir) = &shared.ir_hub {
+        ir.spawn("ir-camera")?;
+    }
+    Ok(())
+}
+
+/// Everything but the socket and the threads: load the models, open the
+/// gallery, make the camera hubs (not yet streaming). The service layer
+/// runs on the result (tests/daemon_service.rs drives it without a socket).
+pub fn open(
+    cfg: Config,
+    config_path: PathBuf,
+    config_must_exist: bool,
+) -> Result<Arc<Shared>, DaemonError> {
+    let t0 = Instant::now();
     let models = cfg
         .models
         .dir
@@ -399,7 +430,6 @@ pub fn start(
     let manifest_thresholds = manifest_thresholds(&emb_b);
     let hub = hub_for(&cfg.camera);
     let ir_hub = cfg.camera.ir.as_deref().map(hub_for);
-    let (listener, path) = bind(&cfg)?;
     let shared = Arc::new(Shared {
         policy: ArcSwap::from_pointee(policy_for(&cfg)),
         lockout: Mutex::new(Lockout::new(
@@ -417,8 +447,8 @@ pub fn start(
         },
         manifest_thresholds,
         gallery,
-        hub: hub.clone(),
-        ir_hub: ir_hub.clone(),
+        hub,
+        ir_hub,
         analyzer: Analyzer::default(),
         inference,
         subscribers: Mutex::new(Vec::new()),
@@ -433,10 +463,5 @@ pub fn start(
             emb_b.name()
         );
     }
-    hub.spawn("camera")?;
-    if let Some(ir) = &ir_hub {
-        ir.spawn("ir-camera")?;
-    }
-    server::spawn_door_loop(shared.clone())?;
-    Ok((shared, listener, path))
+    Ok(shared)
 }

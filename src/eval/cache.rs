@@ -27,7 +27,8 @@ impl RecordLog {
         let mut records = HashMap::new();
         let mut at = 0usize;
         while at + 6 <= bytes.len() {
-            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            let len = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+                as usize;
             if len < 2 || at + 4 + len > bytes.len() {
                 break;
             }

@@ -23,13 +23,13 @@ use sha2::{Digest, Sha256};
 use super::cache::{get_f32s, put_f32s, RecordLog};
 use super::lfw::Lfw;
 use super::{fnv1a, io_err, EvalError, PIPELINE_VERSION};
-use crate::align::align;
 use crate::bundle::{AlignSection, Bundle};
-use crate::detect::{largest, Detector, DetectorOptions, Face, TractDetector};
-use crate::embed::{cosine, Embedder, EmbedderOptions, TractEmbedder};
-use crate::mask::template::TemplateSet;
-use crate::mask::{paint_procedural, Procedural};
-use crate::presence;
+use crate::face::align::align;
+use crate::face::detect::{largest, Detector, DetectorOptions, Face, TractDetector};
+use crate::face::embed::{cosine, Embedder, EmbedderOptions, TractEmbedder};
+use crate::face::mask::template::TemplateSet;
+use crate::face::mask::{paint_procedural, Procedural};
+use crate::face::presence;
 
 /// Score given to a pair when either side has no face: below every cosine,
 /// so a failure is a non-match at every threshold.
@@ -491,7 +491,7 @@ impl<'a> Front<'a> {
         let mut out = Vec::with_capacity(chunk.len());
         let mut crops = Vec::new();
         for (image, key) in chunk {
-            let mut img = crate::imageio::load_rgb(&self.lfw.path(image))
+            let mut img = crate::face::imageio::load_rgb(&self.lfw.path(image))
                 .map_err(|e| EvalError::Other(e.to_string()))?;
             let mut d = Done {
                 image: image.clone(),

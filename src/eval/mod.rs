@@ -36,15 +36,15 @@ pub enum EvalError {
     #[error(transparent)]
     Bundle(#[from] crate::bundle::BundleError),
     #[error(transparent)]
-    Detect(#[from] crate::detect::DetectError),
+    Detect(#[from] crate::face::detect::DetectError),
     #[error(transparent)]
-    Embed(#[from] crate::embed::EmbedError),
+    Embed(#[from] crate::face::embed::EmbedError),
     #[error(transparent)]
-    Align(#[from] crate::align::AlignError),
+    Align(#[from] crate::face::align::AlignError),
     #[error(transparent)]
-    Mask(#[from] crate::mask::MaskError),
+    Mask(#[from] crate::face::mask::MaskError),
     #[error(transparent)]
-    Template(#[from] crate::mask::template::TemplateError),
+    Template(#[from] crate::face::mask::template::TemplateError),
     #[error("plot {path}: {message}")]
     Plot { path: PathBuf, message: String },
     #[error("{0}")]

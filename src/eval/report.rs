@@ -247,7 +247,7 @@ fn enrolment_section(o: &Options, d: &Data, images: &[String], tu: f32, tm: f32)
         "## Enrolment strategies (every pair among the pair images)
 "
     );
-    let _ = writeln!(r, "Enrolment image i, probe image j (i < j). *Unmasked only*: one template per enrolment, the unmasked image. *+ synthetic masked*: also a template of the enrolment image with a procedural mask painted on it (the daemon's enrolment augmentation), the score is the best of the two. *Presence-chosen threshold*: unmasked-only templates; the probe's mask presence (skin share < {}) picks the calibrated masked threshold {tm:.4}, else the unmasked threshold {tu:.4}. FAR/FRR columns are at those calibrated thresholds; a probe set is all unmasked or all masked probes.\n", crate::presence::DEFAULT_THRESHOLD);
+    let _ = writeln!(r, "Enrolment image i, probe image j (i < j). *Unmasked only*: one template per enrolment, the unmasked image. *+ synthetic masked*: also a template of the enrolment image with a procedural mask painted on it (the daemon's enrolment augmentation), the score is the best of the two. *Presence-chosen threshold*: unmasked-only templates; the probe's mask presence (skin share < {}) picks the calibrated masked threshold {tm:.4}, else the unmasked threshold {tu:.4}. FAR/FRR columns are at those calibrated thresholds; a probe set is all unmasked or all masked probes.\n", crate::face::presence::DEFAULT_THRESHOLD);
     let _ = writeln!(r, "| probes | enrolment | TAR @ FAR 1e-3 | TAR @ 1e-4 | EER | threshold rule | FAR | FRR |\n| --- | --- | --- | --- | --- | --- | --- | --- |");
     let aug = d.masked.first().map(|m| &m.1);
     let mut probes: Vec<(String, &Table)> = vec![("unmasked".into(), &d.unmasked)];
@@ -259,7 +259,7 @@ fn enrolment_section(o: &Options, d: &Data, images: &[String], tu: f32, tm: f32)
         let thr: Vec<f32> = images
             .iter()
             .map(|j| match pt.skin(j) {
-                Some(s) if s < crate::presence::DEFAULT_THRESHOLD => tm,
+                Some(s) if s < crate::face::presence::DEFAULT_THRESHOLD => tm,
                 _ => tu,
             })
             .collect();

@@ -96,7 +96,8 @@ impl ReplaySource {
                 return Ok(img.clone());
             }
         }
-        let img = crate::imageio::load_rgb(p).map_err(|e| SourceError::Decode(e.to_string()))?;
+        let img =
+            crate::face::imageio::load_rgb(p).map_err(|e| SourceError::Decode(e.to_string()))?;
         if self.cache.len() > 64 {
             self.cache.clear();
         }

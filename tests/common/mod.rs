@@ -71,3 +71,21 @@ pub fn env_list(name: &str) -> Option<Vec<String>> {
             .collect()
     })
 }
+
+/// The `facegate-unlock` binary. It is its own workspace member
+/// (crates/facegate-unlock), so Cargo gives this package no
+/// `CARGO_BIN_EXE_facegate-unlock`: it is found next to `facegated` in the
+/// same target folder, where `cargo test` (every workspace member is a
+/// default member) has built it.
+pub fn unlock_exe() -> &'static str {
+    static EXE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    EXE.get_or_init(|| {
+        let exe = std::path::Path::new(env!("CARGO_BIN_EXE_facegated")).with_file_name("facegate-unlock");
+        assert!(
+            exe.is_file(),
+            "{} is missing: run the tests from the workspace root (cargo test), or cargo build -p facegate-unlock",
+            exe.display()
+        );
+        exe.to_string_lossy().into_owned()
+    })
+}

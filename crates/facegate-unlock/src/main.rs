@@ -11,7 +11,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use facegate::protocol::{default_socket_path, Client, ClientError, ErrorKind, Request, Response};
+use facegate_proto::{
+    default_socket_path, stages_line, Client, ClientError, ErrorKind, Request, Response,
+};
 
 /// Ask facegated whether the user logging in is in front of the camera.
 ///
@@ -75,7 +77,7 @@ fn main() -> ExitCode {
                 println!(
                     "unlock {user}: score {score:.3}, {frames} frames, {} probe, {ms:.0} ms\n  stages: {}",
                     if masked { "masked" } else { "unmasked" },
-                    facegate::client::stages_line(&stages)
+                    stages_line(&stages)
                 );
             }
             ExitCode::SUCCESS

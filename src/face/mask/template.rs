@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 use image::{RgbImage, RgbaImage};
 
 use super::{scene_light, FaceFrame};
-use crate::align::{apply, AlignError};
-use crate::detect::Face;
+use crate::face::align::{apply, AlignError};
+use crate::face::detect::Face;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {

@@ -2,9 +2,9 @@
 
 use image::RgbImage;
 
-use crate::align::{align, AlignError};
 use crate::bundle::AlignSection;
-use crate::detect::{largest, DetectError, Detector, Face};
+use crate::face::align::{align, AlignError};
+use crate::face::detect::{largest, DetectError, Detector, Face};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {

@@ -14,6 +14,10 @@ use crate::source::{PixelFormat, V4l2Config};
 /// Default config file.
 pub const DEFAULT_PATH: &str = "/etc/facegate/config.toml";
 
+/// The config format this daemon reads (the optional top-level `version`
+/// key; examples/config.toml is the shipped example).
+pub const CONFIG_VERSION: u32 = 1;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}")]
@@ -164,6 +168,8 @@ pub struct Lockout {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// The file's format version (absent: the current one).
+    pub version: Option<u32>,
     pub daemon: Daemon,
     pub models: Models,
     pub camera: Camera,
@@ -342,6 +348,11 @@ impl Config {
     /// Check values; every message names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if let Some(v) = self.version.filter(|v| *v != CONFIG_VERSION) {
+            return bad(format!(
+                "version {v} is not supported (this facegated reads version {CONFIG_VERSION})"
+            ));
+        }
         let d = &self.daemon;
         match u32::from_str_radix(&d.socket_mode, 8) {
             Ok(m) if m <= 0o777 && m & 0o002 == 0 => {}
@@ -380,10 +391,10 @@ impl Config {
             ));
         }
         let m = self.models.detect_max_side;
-        if m != 0 && !(crate::detect::MIN_SIDE..=8192).contains(&m) {
+        if m != 0 && !(crate::face::detect::MIN_SIDE..=8192).contains(&m) {
             return bad(format!(
                 "models.detect_max_side {m} is not 0 (never downscale) or in {}..=8192",
-                crate::detect::MIN_SIDE
+                crate::face::detect::MIN_SIDE
             ));
         }
         self.camera.validate("camera")?;
@@ -433,7 +444,7 @@ impl Config {
             return bad(format!("enroll.max_yaw {} is not in [0, 1]", e.max_yaw));
         }
         for s in &e.synthetic_masks {
-            if let Err(err) = s.parse::<crate::mask::MaskStyle>() {
+            if let Err(err) = s.parse::<crate::face::mask::MaskStyle>() {
                 return bad(format!("enroll.synthetic_masks: {err}"));
             }
         }

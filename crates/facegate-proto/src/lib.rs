@@ -1,5 +1,7 @@
 //! The wire protocol between `facegated` and its clients (`facegate`,
-//! `facegate-unlock`, door controllers). One module, shared by both sides.
+//! `facegate-unlock`, door controllers). One crate, shared by both sides; it
+//! depends on serde, serde_json and thiserror only, so that the PAM helper
+//! does not link the face pipeline.
 //!
 //! A frame is a 4-byte big-endian length followed by that many bytes of UTF-8
 //! JSON. Every request carries the protocol version (`"v": 1`); a daemon that
@@ -32,12 +34,27 @@ pub fn default_socket_path() -> PathBuf {
         return PathBuf::from(p);
     }
     let system = PathBuf::from("/run/facegate/facegate.sock");
-    if nix::unistd::geteuid().is_root() || Path::new("/run/facegate").is_dir() {
+    if sys::euid_is_root() || Path::new("/run/facegate").is_dir() {
         return system;
     }
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(d) => PathBuf::from(d).join("facegate/facegate.sock"),
         None => system,
+    }
+}
+
+/// The one libc call this crate needs, without a libc crate.
+#[allow(unsafe_code)]
+mod sys {
+    extern "C" {
+        fn geteuid() -> u32;
+    }
+
+    /// Whether this process runs as root (effective uid 0).
+    pub fn euid_is_root() -> bool {
+        // SAFETY: geteuid(2) takes no arguments, cannot fail and touches no
+        // memory of ours; uid_t is a u32 on Linux.
+        unsafe { geteuid() == 0 }
     }
 }
 
@@ -136,6 +153,14 @@ impl Stages {
         self.embed_ms += o.embed_ms;
         self.scan_ms += o.scan_ms;
     }
+}
+
+/// The per-stage latency as one line, as the clients print it.
+pub fn stages_line(s: &Stages) -> String {
+    format!(
+        "capture {:.1} ms, detect {:.1} ms, align {:.1} ms, mask presence {:.1} ms, embed {:.1} ms, scan {:.2} ms",
+        s.capture_ms, s.detect_ms, s.align_ms, s.presence_ms, s.embed_ms, s.scan_ms
+    )
 }
 
 /// Why a verify/identify was denied.

@@ -25,8 +25,8 @@ use std::str::FromStr;
 
 use image::RgbImage;
 
-use crate::align::{apply, invert, similarity, Affine, AlignError};
-use crate::detect::Face;
+use crate::face::align::{apply, invert, similarity, Affine, AlignError};
+use crate::face::detect::Face;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaskError {

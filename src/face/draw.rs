@@ -2,7 +2,7 @@
 
 use image::{Rgb, RgbImage};
 
-use crate::detect::Face;
+use crate::face::detect::Face;
 
 /// Set a pixel if it lies inside the image.
 fn put(img: &mut RgbImage, x: i64, y: i64, c: Rgb<u8>) {

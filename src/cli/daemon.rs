@@ -9,7 +9,7 @@ use base64::Engine as _;
 use clap::{Args, Subcommand};
 
 use crate::protocol::{
-    default_socket_path, Client, EnrollSource, InlineImage, Request, Response, Stages,
+    default_socket_path, stages_line, Client, EnrollSource, InlineImage, Request, Response,
 };
 
 #[derive(Args, Clone, Debug)]
@@ -104,14 +104,6 @@ pub enum DaemonCmd {
 fn connect(conn: &Conn, timeout_ms: u64) -> Result<Client> {
     let path = conn.socket.clone().unwrap_or_else(default_socket_path);
     Ok(Client::connect(&path, timeout_ms)?)
-}
-
-/// Print the per-stage latency.
-pub fn stages_line(s: &Stages) -> String {
-    format!(
-        "capture {:.1} ms, detect {:.1} ms, align {:.1} ms, mask presence {:.1} ms, embed {:.1} ms, scan {:.2} ms",
-        s.capture_ms, s.detect_ms, s.align_ms, s.presence_ms, s.embed_ms, s.scan_ms
-    )
 }
 
 fn decision(r: &Response) -> (String, u8) {

@@ -1,0 +1,294 @@
+//! `facegate bench daemon`: the real facegated end to end on a replay camera.
+
+use crate::bench;
+use crate::bundle::{self, Bundle};
+use crate::face::detect::{largest, Detector, DetectorOptions, TractDetector};
+use crate::face::imageio;
+use crate::face::mask::{self, MaskStyle};
+use anyhow::{bail, Context, Result};
+use base64::Engine as _;
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::bench::{frame_from, parse_size};
+
+#[derive(Args)]
+pub(crate) struct BenchDaemonArgs {
+    /// Camera frame sizes WxH.
+    #[arg(long, value_delimiter = ',', default_value = "640x480,320x240")]
+    sizes: Vec<String>,
+    /// Timed decisions per row.
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// Frames fused per decision (the daemon's [decision] min_frames).
+    #[arg(long, default_value_t = 2)]
+    frames: u32,
+    /// Replay camera rate (frames per second).
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// The facegated binary (default: next to this one).
+    #[arg(long)]
+    facegated: Option<PathBuf>,
+    /// The daemon's [models] threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// The daemon's [models] detect_max_side (0 = never downscale).
+    #[arg(long, default_value_t = 1280)]
+    detect_max_side: u32,
+}
+
+/// A facegated child for `bench daemon`, killed when dropped.
+pub(crate) struct BenchDaemon(std::process::Child);
+
+impl Drop for BenchDaemon {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+pub(crate) fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode> {
+    use crate::protocol::{Client, EnrollSource, InlineImage, Request, Response, Stages};
+    use std::time::{Duration, Instant};
+    let facegated = match a.facegated.clone() {
+        Some(p) => p,
+        None => std::env::current_exe()?
+            .parent()
+            .context("locating facegated")?
+            .join("facegated"),
+    };
+    let photos = models.join("photos/face_recognition");
+    let photo = imageio::load_rgb(&photos.join("obama3.jpg"))?;
+    let det = TractDetector::from_bundle(
+        &Bundle::open_named(models, bundle::DEFAULT_DETECTOR)?,
+        &DetectorOptions::default(),
+    )?;
+    // Frame the photo like a login/door camera at arm's length: a 4:3
+    // region three face-widths wide around the face, scaled into the frame
+    // (the face is then about a third of the frame's width).
+    let probe = {
+        let faces = det.detect(&photo)?;
+        let f = largest(&faces).context("no face in the benchmark photo")?;
+        let fw = f.bbox[2] - f.bbox[0];
+        let cx = (f.bbox[0] + f.bbox[2]) / 2.0;
+        let cy = (f.bbox[1] + f.bbox[3]) / 2.0;
+        let rw = (3.0 * fw)
+            .min(photo.width() as f32)
+            .min(photo.height() as f32 * 4.0 / 3.0);
+        let rh = rw * 3.0 / 4.0;
+        let x0 = (cx - rw / 2.0).clamp(0.0, photo.width() as f32 - rw) as u32;
+        let y0 = (cy - rh / 2.0).clamp(0.0, photo.height() as f32 - rh) as u32;
+        image::imageops::crop_imm(&photo, x0, y0, rw as u32, rh as u32).to_image()
+    };
+    let work = std::env::temp_dir().join(format!("facegate-bench-daemon-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(work.join("cam"))?;
+    struct Cleanup(PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(work.clone());
+    let sock = work.join("facegate.sock");
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    for size in &a.sizes {
+        let (w, h) = parse_size(size)?;
+        // The probe frames: unmasked, and masked at the detected landmarks.
+        let plain = frame_from(&probe, w, h);
+        let faces = det.detect(&plain)?;
+        let face = largest(&faces)
+            .with_context(|| format!("no face in the {w}x{h} benchmark frame"))?
+            .clone();
+        let mut masked = plain.clone();
+        mask::paint(
+            &mut masked,
+            &face,
+            &MaskStyle::Procedural(mask::Procedural::ALL[0]),
+            7,
+        )?;
+        let show = |img: &image::RgbImage| -> Result<()> {
+            let tmp = work.join("next.png.tmp");
+            img.save_with_format(&tmp, image::ImageFormat::Png)?;
+            std::fs::rename(&tmp, work.join("cam/frame.png"))?;
+            // Let the replay source move on to the new picture.
+            std::thread::sleep(Duration::from_millis(300));
+            Ok(())
+        };
+        show(&plain)?;
+        let state = work.join(format!("state-{w}x{h}"));
+        let cfg = format!(
+            "[daemon]\nsocket = {sock:?}\nstate_dir = {state:?}\n[models]\ndir = {models:?}\n\
+             threads = {threads}\ndetect_max_side = {max_side}\n[camera]\nkind = \"replay\"\nreplay = [{cam:?}]\nfps = {fps}\nwidth = {w}\nheight = {h}\n\
+             [decision]\nmin_frames = {f}\nmax_frames = {f}\n\
+             [thresholds]\nunmasked = 0.5\nmasked = 0.5\n[lockout]\nfree_failures = 1000\n",
+            sock = sock.display().to_string(),
+            state = state.display().to_string(),
+            models = models.display().to_string(),
+            cam = work.join("cam").display().to_string(),
+            fps = a.fps,
+            f = a.frames.max(1),
+            threads = a.threads,
+            max_side = a.detect_max_side,
+        );
+        std::fs::write(work.join("config.toml"), cfg)?;
+        let t0 = Instant::now();
+        let child = std::process::Command::new(&facegated)
+            .arg("--config")
+            .arg(work.join("config.toml"))
+            .env("RUST_LOG", "warn")
+            .stderr(std::fs::File::create(work.join("facegated.log"))?)
+            .spawn()
+            .with_context(|| format!("starting {}", facegated.display()))?;
+        let mut daemon = BenchDaemon(child);
+        let ready = loop {
+            if let Ok(mut c) = Client::connect(&sock, 1000) {
+                if let Ok(Response::Status(_)) = c.call(&Request::Status) {
+                    break t0.elapsed();
+                }
+            }
+            if let Some(st) = daemon.0.try_wait()? {
+                bail!(
+                    "facegated exited ({st}): {}",
+                    std::fs::read_to_string(work.join("facegated.log")).unwrap_or_default()
+                );
+            }
+            if t0.elapsed() > Duration::from_secs(120) {
+                bail!("facegated not ready after 120 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let rss_ready = proc_rss_kib(daemon.0.id());
+        let call =
+            |req: &Request| -> Result<Response> { Ok(Client::connect(&sock, 60_000)?.call(req)?) };
+        let mut images = Vec::new();
+        for f in ["obama.jpg", "obama2.jpg"] {
+            images.push(InlineImage {
+                name: f.into(),
+                data_b64: base64::engine::general_purpose::STANDARD
+                    .encode(std::fs::read(photos.join(f))?),
+            });
+        }
+        let t_enrol = Instant::now();
+        match call(&Request::Enroll {
+            user: "alice".into(),
+            uid: None,
+            source: EnrollSource::Images { images },
+        })? {
+            Response::Enrolled(_) => {}
+            other => bail!("enrolment failed: {other:?}"),
+        }
+        let enrol_ms = t_enrol.elapsed().as_secs_f64() * 1e3;
+        for (label, img) in [
+            ("verify, masked", &masked),
+            ("verify, unmasked", &plain),
+            ("identify, masked", &masked),
+        ] {
+            show(img)?;
+            let mut total = Vec::new();
+            let mut st = Stages::default();
+            let mut frames = 0u32;
+            let mut unlocks = 0usize;
+            for _ in 0..a.runs.max(1) {
+                let req = if label.starts_with("identify") {
+                    Request::Identify { timeout_ms: 5_000 }
+                } else {
+                    Request::Verify {
+                        user: "alice".into(),
+                        timeout_ms: 5_000,
+                    }
+                };
+                let t = Instant::now();
+                let r = call(&req)?;
+                total.push(t.elapsed());
+                match r {
+                    Response::Unlock {
+                        stages, frames: n, ..
+                    } => {
+                        unlocks += 1;
+                        st.add(&stages);
+                        // `frames` counts frames that passed; all did when unlocked.
+                        frames += n.max(1);
+                    }
+                    other => {
+                        // Not a latency figure; say so once and move on.
+                        notes.push(format!("{w}x{h} {label}: {other:?} (row stopped)"));
+                        break;
+                    }
+                }
+            }
+            let per = |x: f64| format!("{:.1}", x / frames.max(1) as f64);
+            let med = bench::median(&total).as_secs_f64() * 1e3;
+            rows.push(vec![
+                format!("{w}x{h}"),
+                label.to_string(),
+                format!("{unlocks}/{}", total.len()),
+                per(st.capture_ms),
+                per(st.detect_ms),
+                per(st.align_ms),
+                per(st.presence_ms),
+                per(st.embed_ms),
+                per(st.scan_ms),
+                format!(
+                    "{:.1}",
+                    (st.detect_ms + st.align_ms + st.presence_ms + st.embed_ms + st.scan_ms)
+                        / frames.max(1) as f64
+                ),
+                format!("{med:.0}"),
+            ]);
+        }
+        let rss_after = proc_rss_kib(daemon.0.id());
+        notes.push(format!(
+            "{w}x{h}: start → ready {:.2} s; enrolment of 2 photos {:.0} ms; resident memory {} MiB at ready, {} MiB after the runs",
+            ready.as_secs_f64(),
+            enrol_ms,
+            rss_ready.map_or("?".into(), |k| (k / 1024).to_string()),
+            rss_after.map_or("?".into(), |k| (k / 1024).to_string()),
+        ));
+        drop(daemon);
+    }
+    println!(
+        "daemon benchmark: facegated on a replay camera ({} fps), {} decisions per row, {} frame(s) fused per decision, \
+         [models] threads = {}, detect_max_side = {}; stage columns are ms per frame (mean), as the daemon reports them",
+        a.fps, a.runs, a.frames, a.threads, a.detect_max_side
+    );
+    print!(
+        "{}",
+        bench::table(
+            &[
+                "frame",
+                "request",
+                "unlocked",
+                "capture wait",
+                "detect",
+                "align",
+                "presence",
+                "embed",
+                "scan",
+                "compute / frame",
+                "request → decision (median ms)",
+            ],
+            &rows
+        )
+    );
+    for n in notes {
+        println!("{n}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn proc_rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}

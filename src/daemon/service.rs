@@ -1,0 +1,761 @@
+//! The service layer: verification, identification, enrolment and
+//! administration as functions over the engine, the camera and the gallery
+//! ([`Shared`]), returning typed results. The socket code (`server`) reads
+//! frames, checks the policy, calls these and turns the result into the one
+//! wire answer with [`respond`]; tests call them without a socket
+//! (tests/daemon_service.rs).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+
+use crate::engine::{quality, templates_for, Fused, Fusion, QualityLimits};
+use crate::face::mask::MaskStyle;
+use crate::gallery::{Condition, ImportMode, ImportReport, SearchOptions};
+use crate::protocol::{
+    DenyReason, EnrollReport, EnrollSource, ErrorKind, Response, Stages, StatusInfo, UserInfo,
+    PROTOCOL_VERSION,
+};
+
+use super::hub::WaitError;
+use super::server::lock;
+use super::Shared;
+
+/// What a verify or identify decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Unlock {
+        user: String,
+        score: f32,
+        /// Frames that passed the threshold.
+        frames: u32,
+        masked: bool,
+        ms: f64,
+        stages: Stages,
+    },
+    Deny {
+        reason: DenyReason,
+        best_score: Option<f32>,
+        /// Frames with a face looked at.
+        frames: u32,
+        ms: f64,
+        retry_after_ms: Option<u64>,
+    },
+}
+
+/// Why a request could not be served (each maps to one [`ErrorKind`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ServiceError {
+    #[error("no thresholds: the embedder bundle is uncalibrated; set [thresholds] unmasked and masked in the config")]
+    Uncalibrated,
+    /// The camera is gone (not merely slow).
+    #[error("{0}")]
+    Source(String),
+    #[error("{0}")]
+    Gallery(String),
+    /// Enrolment found no usable capture.
+    #[error("{0}")]
+    Quality(String),
+    #[error("{0}")]
+    BadRequest(String),
+    /// The peer may not make this request.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ServiceError::Uncalibrated => ErrorKind::Config,
+            ServiceError::Source(_) => ErrorKind::Source,
+            ServiceError::Gallery(_) => ErrorKind::Gallery,
+            ServiceError::Quality(_) => ErrorKind::Quality,
+            ServiceError::BadRequest(_) => ErrorKind::BadRequest,
+            ServiceError::Forbidden(_) => ErrorKind::Forbidden,
+            ServiceError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+fn gallery_err(e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Gallery(e.to_string())
+}
+
+/// A served request's result, before it becomes a wire [`Response`].
+#[derive(Debug)]
+pub enum Answer {
+    Decision(Decision),
+    Enrolled(EnrollReport),
+    Removed {
+        user: String,
+        templates: usize,
+    },
+    Users(Vec<UserInfo>),
+    Status(StatusInfo),
+    /// A gallery export file's bytes.
+    Exported(Vec<u8>),
+    Imported(ImportReport),
+}
+
+/// The one mapping from service results to wire responses.
+pub fn respond(r: Result<Answer, ServiceError>) -> Response {
+    match r {
+        Ok(Answer::Decision(Decision::Unlock {
+            user,
+            score,
+            frames,
+            masked,
+            ms,
+            stages,
+        })) => Response::Unlock {
+            user,
+            score,
+            frames,
+            masked,
+            ms,
+            stages,
+        },
+        Ok(Answer::Decision(Decision::Deny {
+            reason,
+            best_score,
+            frames,
+            ms,
+            retry_after_ms,
+        })) => Response::Deny {
+            reason,
+            best_score,
+            frames,
+            ms,
+            retry_after_ms,
+        },
+        Ok(Answer::Enrolled(r)) => Response::Enrolled(r),
+        Ok(Answer::Removed { user, templates }) => Response::Removed { user, templates },
+        Ok(Answer::Users(users)) => Response::Users { users },
+        Ok(Answer::Status(s)) => Response::Status(Box::new(s)),
+        Ok(Answer::Exported(bytes)) => Response::Exported {
+            data_b64: b64().encode(bytes),
+        },
+        Ok(Answer::Imported(r)) => Response::Imported {
+            users_added: r.users_added,
+            users_kept: r.users_kept,
+            templates_added: r.templates_added,
+            templates_skipped: r.templates_skipped,
+        },
+        Err(e) => Response::error(e.kind(), e.to_string()),
+    }
+}
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+pub(crate) fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// The gallery's best match for a probe (best template of the best user).
+pub(crate) fn best_match(sh: &Shared, embedding: &[f32]) -> Option<crate::gallery::Match> {
+    let opts = SearchOptions {
+        k: 1,
+        ..Default::default()
+    };
+    sh.gallery
+        .search(embedding, &opts)
+        .ok()
+        .and_then(|m| m.into_iter().next())
+}
+
+fn budget(sh: &Shared, timeout_ms: u64) -> Duration {
+    let d = &sh.cfg.load().decision;
+    let t = if timeout_ms == 0 {
+        d.default_timeout_ms
+    } else {
+        timeout_ms
+    };
+    Duration::from_millis(t.min(d.max_timeout_ms))
+}
+
+fn params(sh: &Shared) -> (u32, f32) {
+    let c = sh.cfg.load();
+    (
+        c.decision.min_face_px,
+        c.thresholds
+            .presence
+            .unwrap_or(crate::face::presence::DEFAULT_THRESHOLD),
+    )
+}
+
+/// One frame through the models, on the inference thread.
+pub(crate) fn analyze(
+    sh: &Shared,
+    img: &image::RgbImage,
+) -> Result<crate::engine::Analysis, crate::engine::EngineError> {
+    let (min_face_px, presence) = params(sh);
+    sh.inference
+        .run(|| sh.engine.analyze(img, min_face_px, presence))
+}
+
+/// Is `user` in front of the camera? Fuses up to `max_frames` face frames
+/// within the time budget; failures count towards the user's lockout only
+/// when no frame passed.
+pub fn verify(sh: &Arc<Shared>, user: &str, timeout_ms: u64) -> Result<Decision, ServiceError> {
+    let t0 = Instant::now();
+    let Some(thr) = sh.resolved_thresholds() else {
+        return Err(ServiceError::Uncalibrated);
+    };
+    if let Err(left) = lock(&sh.lockout).check(user, t0) {
+        return Ok(Decision::Deny {
+            reason: DenyReason::LockedOut,
+            best_score: None,
+            frames: 0,
+            ms: 0.0,
+            retry_after_ms: Some(left.as_millis() as u64),
+        });
+    }
+    let snap = sh.gallery.snapshot();
+    let enrolled = sh
+        .gallery
+        .store()
+        .template_ids_of(user)
+        .map(|v| !v.is_empty())
+        .unwrap_or(false);
+    if !enrolled {
+        return Ok(Decision::Deny {
+            reason: DenyReason::NotEnrolled,
+            best_score: None,
+            frames: 0,
+            ms: ms_since(t0),
+            retry_after_ms: None,
+        });
+    }
+    let cfg = sh.cfg.load();
+    let deadline = t0 + budget(sh, timeout_ms);
+    let mut fusion = Fusion::new(cfg.decision.min_frames, cfg.decision.max_frames);
+    let mut stages = Stages::default();
+    let mut after = 0;
+    let k = snap.users.len().max(1);
+    let mut last_masked = false;
+    loop {
+        match sh
+            .analyzer
+            .next(&sh.hub, |img| analyze(sh, img), after, t0, deadline)
+        {
+            Ok((c, a)) => {
+                after = c;
+                stages.add(&a.stages);
+                let Some(f) = &a.face else { continue };
+                let ts = Instant::now();
+                let score = sh
+                    .gallery
+                    .search(
+                        &f.embedding,
+                        &SearchOptions {
+                            k,
+                            ..Default::default()
+                        },
+                    )
+                    .ok()
+                    .and_then(|m| m.into_iter().find(|m| &*m.user == user))
+                    .map_or(-1.0, |m| m.score);
+                stages.scan_ms += ms_since(ts);
+                last_masked = f.masked;
+                match fusion.push(score, thr.for_probe(f.masked)) {
+                    Some(Fused::Accept { score, passed, .. }) => {
+                        lock(&sh.lockout).success(user);
+                        return Ok(Decision::Unlock {
+                            user: user.to_string(),
+                            score,
+                            frames: passed,
+                            masked: f.masked,
+                            ms: ms_since(t0),
+                            stages,
+                        });
+                    }
+                    Some(Fused::Reject { best, seen }) => {
+                        return Ok(deny_no_match(sh, user, Some(best), seen, t0, true));
+                    }
+                    None => {}
+                }
+            }
+            Err(WaitError::Timeout) => {
+                if fusion.seen() == 0 {
+                    return Ok(Decision::Deny {
+                        reason: DenyReason::NoFace,
+                        best_score: None,
+                        frames: 0,
+                        ms: ms_since(t0),
+                        retry_after_ms: None,
+                    });
+                }
+                log::debug!("verify {user}: time budget spent (last probe masked: {last_masked})");
+                // Out of time with some frames passing is not evidence of an
+                // impostor: only count failures where no frame passed.
+                return Ok(deny_no_match(
+                    sh,
+                    user,
+                    fusion.best(),
+                    fusion.seen(),
+                    t0,
+                    fusion.passed() == 0,
+                ));
+            }
+            Err(WaitError::Gone(why)) => return Err(ServiceError::Source(why)),
+        }
+    }
+}
+
+fn deny_no_match(
+    sh: &Shared,
+    user: &str,
+    best: Option<f32>,
+    seen: u32,
+    t0: Instant,
+    counts: bool,
+) -> Decision {
+    let delay = if counts {
+        lock(&sh.lockout).failure(user, Instant::now())
+    } else {
+        Duration::ZERO
+    };
+    if !delay.is_zero() {
+        log::warn!(
+            "verify {user}: repeated failures, locked out for {} ms",
+            delay.as_millis()
+        );
+    }
+    Decision::Deny {
+        reason: DenyReason::NoMatch,
+        best_score: best,
+        frames: seen,
+        ms: ms_since(t0),
+        retry_after_ms: (!delay.is_zero()).then_some(delay.as_millis() as u64),
+    }
+}
+
+/// Who is in front of the camera? The first user with `min_frames` passing
+/// frames, within the budget and at most `max_frames` face frames.
+pub fn identify(sh: &Arc<Shared>, timeout_ms: u64) -> Result<Decision, ServiceError> {
+    let t0 = Instant::now();
+    let Some(thr) = sh.resolved_thresholds() else {
+        return Err(ServiceError::Uncalibrated);
+    };
+    let cfg = sh.cfg.load();
+    let deadline = t0 + budget(sh, timeout_ms);
+    let mut per_user: HashMap<String, Fusion> = HashMap::new();
+    let (mut seen, mut best): (u32, Option<f32>) = (0, None);
+    let mut stages = Stages::default();
+    let mut after = 0;
+    loop {
+        match sh
+            .analyzer
+            .next(&sh.hub, |img| analyze(sh, img), after, t0, deadline)
+        {
+            Ok((c, a)) => {
+                after = c;
+                stages.add(&a.stages);
+                let Some(f) = &a.face else { continue };
+                seen += 1;
+                let ts = Instant::now();
+                let top = best_match(sh, &f.embedding);
+                stages.scan_ms += ms_since(ts);
+                if let Some(m) = top {
+                    best = Some(best.map_or(m.score, |b| b.max(m.score)));
+                    let fu = per_user.entry(m.user.to_string()).or_insert_with(|| {
+                        Fusion::new(cfg.decision.min_frames, cfg.decision.min_frames)
+                    });
+                    if let Some(Fused::Accept { score, passed, .. }) =
+                        fu.push(m.score, thr.for_probe(f.masked))
+                    {
+                        return Ok(Decision::Unlock {
+                            user: m.user.to_string(),
+                            score,
+                            frames: passed,
+                            masked: f.masked,
+                            ms: ms_since(t0),
+                            stages,
+                        });
+                    }
+                }
+                if seen >= cfg.decision.max_frames {
+                    return Ok(Decision::Deny {
+                        reason: DenyReason::NoMatch,
+                        best_score: best,
+                        frames: seen,
+                        ms: ms_since(t0),
+                        retry_after_ms: None,
+                    });
+                }
+            }
+            Err(WaitError::Timeout) => {
+                return Ok(Decision::Deny {
+                    reason: if seen == 0 {
+                        DenyReason::NoFace
+                    } else {
+                        DenyReason::NoMatch
+                    },
+                    best_score: best,
+                    frames: seen,
+                    ms: ms_since(t0),
+                    retry_after_ms: None,
+                })
+            }
+            Err(WaitError::Gone(why)) => return Err(ServiceError::Source(why)),
+        }
+    }
+}
+
+/// Enrol `user` from inline images or camera frames: quality-checked
+/// captures become unmasked (+ synthetic-masked) templates.
+pub fn enroll(
+    sh: &Arc<Shared>,
+    user: &str,
+    uid: Option<u32>,
+    source: EnrollSource,
+) -> Result<EnrollReport, ServiceError> {
+    let cfg = sh.cfg.load();
+    let e = &cfg.enroll;
+    let lim = QualityLimits {
+        min_face_px: e.min_face_px,
+        min_sharpness: e.min_sharpness,
+        max_yaw: e.max_yaw,
+    };
+    let styles: Vec<MaskStyle> = e
+        .synthetic_masks
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let presence = params(sh).1;
+    let mut col = Collector {
+        rejected: Vec::new(),
+        batch: Vec::new(),
+        accepted: 0,
+    };
+    let ctx = (user, &lim, styles.as_slice(), e.seed);
+    match source {
+        EnrollSource::Images { images } => {
+            for im in images {
+                let label = format!("file:{}", im.name.chars().take(200).collect::<String>());
+                let img = match b64()
+                    .decode(im.data_b64.as_bytes())
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| decode_image(&b))
+                {
+                    Ok(i) => i,
+                    Err(why) => {
+                        col.rejected.push(format!("{label}: {why}"));
+                        continue;
+                    }
+                };
+                let a = match sh.inference.run(|| sh.engine.analyze(&img, 0, presence)) {
+                    Ok(a) => a,
+                    Err(err) => {
+                        col.rejected.push(format!("{label}: {err}"));
+                        continue;
+                    }
+                };
+                col.add(sh, ctx, &img, &label, &a)?;
+            }
+        }
+        EnrollSource::Camera { frames, timeout_ms } => {
+            let want = if frames == 0 {
+                e.frames
+            } else {
+                frames.min(50)
+            };
+            let t0 = Instant::now();
+            let deadline = t0 + budget(sh, timeout_ms.max(1));
+            let mut after = 0;
+            while (col.accepted as u32) < want {
+                match sh.hub.wait_frame(after, t0, deadline) {
+                    Ok((c, frame)) => {
+                        after = c;
+                        let a = match sh
+                            .inference
+                            .run(|| sh.engine.analyze(&frame.image, 0, presence))
+                        {
+                            Ok(a) => a,
+                            Err(err) => {
+                                col.rejected.push(format!("frame {c}: {err}"));
+                                continue;
+                            }
+                        };
+                        col.add(sh, ctx, &frame.image, &format!("camera frame {c}"), &a)?;
+                    }
+                    Err(WaitError::Timeout) => break,
+                    Err(WaitError::Gone(why)) => return Err(ServiceError::Source(why)),
+                }
+            }
+        }
+    }
+    let Collector {
+        rejected,
+        batch,
+        accepted,
+    } = col;
+    if accepted == 0 {
+        return Err(ServiceError::Quality(format!(
+            "no usable capture: {}",
+            rejected.join("; ")
+        )));
+    }
+    let existing = sh.gallery.store().user(user);
+    let created = match existing {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => sh.gallery.add_user(user, uid).map(|_| ()),
+        Err(e) => Err(e),
+    };
+    created.map_err(gallery_err)?;
+    let synthetic = batch
+        .iter()
+        .filter(|t| t.condition == Condition::SyntheticMasked)
+        .count();
+    let unmasked = batch.len() - synthetic;
+    sh.gallery.add_templates(batch).map_err(gallery_err)?;
+    Ok(EnrollReport {
+        user: user.to_string(),
+        unmasked,
+        synthetic_masked: synthetic,
+        rejected,
+    })
+}
+
+struct Collector {
+    rejected: Vec<String>,
+    batch: Vec<crate::gallery::NewTemplate>,
+    accepted: usize,
+}
+
+type EnrollCtx<'a> = (&'a str, &'a QualityLimits, &'a [MaskStyle], u64);
+
+impl Collector {
+    /// Quality-check one capture and add its templates.
+    fn add(
+        &mut self,
+        sh: &Shared,
+        (user, lim, styles, seed): EnrollCtx<'_>,
+        img: &image::RgbImage,
+        label: &str,
+        a: &crate::engine::Analysis,
+    ) -> Result<(), ServiceError> {
+        let Some(f) = &a.face else {
+            self.rejected.push(format!("{label}: no face"));
+            return Ok(());
+        };
+        if let Err(why) = quality(f, lim) {
+            self.rejected.push(format!("{label}: {why}"));
+            return Ok(());
+        }
+        let seed = seed.wrapping_add(self.accepted as u64 * 1000);
+        match sh
+            .inference
+            .run(|| templates_for(&sh.engine, user, label, img, f, styles, seed))
+        {
+            Ok(t) => {
+                self.batch.extend(t);
+                self.accepted += 1;
+                Ok(())
+            }
+            Err(err) => Err(ServiceError::Internal(err.to_string())),
+        }
+    }
+}
+
+fn decode_image(bytes: &[u8]) -> Result<image::RgbImage, String> {
+    let mut r = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(crate::face::imageio::MAX_SIDE);
+    limits.max_image_height = Some(crate::face::imageio::MAX_SIDE);
+    limits.max_alloc = Some(512 << 20);
+    r.limits(limits);
+    r.decode().map(|i| i.to_rgb8()).map_err(|e| e.to_string())
+}
+
+/// Remove `user` and their templates; how many templates went.
+pub fn remove(sh: &Shared, user: &str) -> Result<usize, ServiceError> {
+    sh.gallery
+        .remove_user(user)
+        .map(|ids| ids.len())
+        .map_err(gallery_err)
+}
+
+/// The enrolled users with their template counts.
+pub fn list(sh: &Shared) -> Result<Vec<UserInfo>, ServiceError> {
+    let users = sh.gallery.users().map_err(gallery_err)?;
+    let templates = sh.gallery.templates().map_err(gallery_err)?;
+    let mut out: Vec<UserInfo> = users
+        .into_iter()
+        .map(|u| UserInfo {
+            name: u.name,
+            uid: u.uid,
+            enabled: u.enabled,
+            unmasked: 0,
+            masked: 0,
+            synthetic_masked: 0,
+        })
+        .collect();
+    for t in &templates {
+        if let Some(u) = out.iter_mut().find(|u| u.name == t.user) {
+            match t.condition {
+                Condition::Unmasked => u.unmasked += 1,
+                Condition::Masked => u.masked += 1,
+                Condition::SyntheticMasked => u.synthetic_masked += 1,
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The daemon's state (open to every peer that reaches the socket).
+pub fn status(sh: &Shared) -> StatusInfo {
+    let (source, source_state, frames, source_reopens) = sh.hub.status();
+    let counts = sh.gallery.counts().ok();
+    let (tu, tm) = sh.thresholds();
+    StatusInfo {
+        version: env!("CARGO_PKG_VERSION").into(),
+        protocol: PROTOCOL_VERSION,
+        uptime_s: sh.started.elapsed().as_secs_f64(),
+        source,
+        source_state,
+        frames,
+        source_reopens,
+        users: counts.map_or(0, |c| c.users),
+        templates: counts.map_or(0, |c| c.templates),
+        embedder: sh.engine.embedder.name().to_string(),
+        detector: sh.detector_name.clone(),
+        threshold_unmasked: tu,
+        threshold_masked: tm,
+        clients: sh.active.load(Ordering::SeqCst),
+        subscribers: lock(&sh.subscribers).len(),
+        ir_camera: sh.ir_hub.as_ref().map(|h| {
+            let (source, state, frames, reopens) = h.status();
+            crate::protocol::SourceStatus {
+                source,
+                state,
+                frames,
+                reopens,
+            }
+        }),
+    }
+}
+
+fn temp_path(sh: &Shared, what: &str) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    sh.state_dir.join(format!(
+        ".{what}-{}-{}.tmp",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ))
+}
+
+/// The gallery as an export file's bytes (docs/GALLERY.md).
+pub fn export(sh: &Shared) -> Result<Vec<u8>, ServiceError> {
+    let p = temp_path(sh, "export");
+    let r = sh
+        .gallery
+        .export(&p)
+        .map_err(|e| e.to_string())
+        .and_then(|_| std::fs::read(&p).map_err(|e| e.to_string()));
+    let _ = std::fs::remove_file(&p);
+    r.map_err(ServiceError::Gallery)
+}
+
+/// Import an export file (base64, as sent): into an empty gallery, or merged.
+pub fn import(sh: &Shared, data_b64: &str, merge: bool) -> Result<ImportReport, ServiceError> {
+    let bytes = b64()
+        .decode(data_b64.as_bytes())
+        .map_err(|e| ServiceError::BadRequest(format!("data_b64: {e}")))?;
+    let p = temp_path(sh, "import");
+    std::fs::write(&p, bytes).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let mode = if merge {
+        ImportMode::Merge
+    } else {
+        ImportMode::IntoEmpty
+    };
+    let r = sh.gallery.import(&p, mode);
+    let _ = std::fs::remove_file(&p);
+    r.map_err(gallery_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_their_kind_and_message() {
+        let r = respond(Err(ServiceError::Uncalibrated));
+        let Response::Error { kind, message } = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(kind, ErrorKind::Config);
+        assert!(message.starts_with("no thresholds: the embedder bundle is uncalibrated"));
+        for (e, k) in [
+            (ServiceError::Source("gone".into()), ErrorKind::Source),
+            (ServiceError::Gallery("full".into()), ErrorKind::Gallery),
+            (ServiceError::Quality("blurred".into()), ErrorKind::Quality),
+            (
+                ServiceError::BadRequest("b64".into()),
+                ErrorKind::BadRequest,
+            ),
+            (
+                ServiceError::Forbidden("uid 7".into()),
+                ErrorKind::Forbidden,
+            ),
+            (ServiceError::Internal("oops".into()), ErrorKind::Internal),
+        ] {
+            let want = e.to_string();
+            assert_eq!(
+                respond(Err(e)),
+                Response::Error {
+                    kind: k,
+                    message: want
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn decisions_and_exports_map_to_their_responses() {
+        let deny = Decision::Deny {
+            reason: DenyReason::LockedOut,
+            best_score: None,
+            frames: 0,
+            ms: 0.0,
+            retry_after_ms: Some(2000),
+        };
+        assert_eq!(
+            respond(Ok(Answer::Decision(deny))),
+            Response::Deny {
+                reason: DenyReason::LockedOut,
+                best_score: None,
+                frames: 0,
+                ms: 0.0,
+                retry_after_ms: Some(2000),
+            }
+        );
+        let unlock = Decision::Unlock {
+            user: "a".into(),
+            score: 0.8,
+            frames: 2,
+            masked: true,
+            ms: 12.0,
+            stages: Stages::default(),
+        };
+        assert!(matches!(
+            respond(Ok(Answer::Decision(unlock))),
+            Response::Unlock { user, frames: 2, masked: true, .. } if user == "a"
+        ));
+        assert_eq!(
+            respond(Ok(Answer::Exported(b"hi".to_vec()))),
+            Response::Exported {
+                data_b64: "aGk=".into()
+            }
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! The daemon's service layer without a socket: real models and gallery, a
+//! replay camera, and `facegate::daemon::service` called directly. The
+//! branches tested here (not enrolled, a time budget spent while frames
+//! pass, lockout after repeated impostor attempts) are the ones the
+//! end-to-end test (tests/daemon_e2e.rs) only reaches through the socket.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use facegate::daemon::service::{self, Decision, ServiceError};
+use facegate::daemon::{self, Overrides, Shared};
+use facegate::protocol::{DenyReason, EnrollSource, InlineImage};
+
+const UNMASKED: f32 = 0.50;
+
+fn photo(rel: &str) -> PathBuf {
+    common::models_dir().join("photos").join(rel)
+}
+
+fn inline(rel: &str) -> InlineImage {
+    InlineImage {
+        name: rel.into(),
+        data_b64: base64::engine::general_purpose::STANDARD
+            .encode(std::fs::read(photo(rel)).unwrap()),
+    }
+}
+
+/// Show `img` to the replay camera (atomic replace of its single frame) and
+/// let it move on to the new picture.
+fn show(cam: &Path, img: &Path) {
+    let ext = img.extension().unwrap().to_str().unwrap();
+    let tmp = cam.with_extension("tmp");
+    std::fs::copy(img, &tmp).unwrap();
+    for e in std::fs::read_dir(cam).unwrap() {
+        let e = e.unwrap().path();
+        if e.extension().and_then(|x| x.to_str()) != Some(ext) {
+            std::fs::remove_file(e).unwrap();
+        }
+    }
+    std::fs::rename(&tmp, cam.join(format!("frame.{ext}"))).unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+}
+
+/// A daemon's shared state on a replay camera at 2 fps that needs 5 passing
+/// frames of 5 (so a short budget runs out while frames pass), and locks a
+/// user out after one free failure.
+fn open(dir: &Path) -> (Arc<Shared>, PathBuf) {
+    let cam = dir.join("cam");
+    std::fs::create_dir(&cam).unwrap();
+    show(&cam, &photo("skimage/coffee.png"));
+    let cfg = format!(
+        r#"
+[daemon]
+socket = "{sock}"
+state_dir = "{state}"
+[models]
+dir = "{models}"
+[camera]
+kind = "replay"
+replay = ["{cam}"]
+fps = 2
+[thresholds]
+unmasked = {UNMASKED}
+masked = 0.55
+[decision]
+min_frames = 5
+max_frames = 5
+[lockout]
+free_failures = 1
+base_delay_ms = 60000
+[enroll]
+synthetic_masks = []
+"#,
+        sock = dir.join("unused.sock").display(),
+        state = dir.join("state").display(),
+        models = common::models_dir().display(),
+        cam = cam.display(),
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let cfg = daemon::load_config(&path, true, &Overrides::default()).unwrap();
+    let sh = daemon::open(cfg, path, true).unwrap();
+    daemon::start_cameras(&sh).unwrap();
+    (sh, cam)
+}
+
+fn deny(d: &Decision) -> (DenyReason, Option<f32>, u32, Option<u64>) {
+    match d {
+        Decision::Deny {
+            reason,
+            best_score,
+            frames,
+            retry_after_ms,
+            ..
+        } => (*reason, *best_score, *frames, *retry_after_ms),
+        Decision::Unlock { .. } => panic!("expected a denial, got {d:?}"),
+    }
+}
+
+#[test]
+fn service_branches_without_a_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sh, cam) = open(dir.path());
+
+    // Not enrolled: answered at once, without looking at the camera.
+    let d = service::verify(&sh, "nobody-here", 1000).unwrap();
+    assert_eq!(deny(&d), (DenyReason::NotEnrolled, None, 0, None));
+
+    // Enrolment from photos: a photo without a face is rejected, not fatal.
+    let r = service::enroll(
+        &sh,
+        "A",
+        None,
+        EnrollSource::Images {
+            images: vec![
+                inline("face_recognition/obama.jpg"),
+                inline("face_recognition/obama2.jpg"),
+                inline("skimage/coffee.png"),
+            ],
+        },
+    )
+    .unwrap();
+    assert_eq!((r.unmasked, r.synthetic_masked), (2, 0), "{r:?}");
+    assert_eq!(r.rejected.len(), 1, "{r:?}");
+    // Nothing usable at all is a typed quality error.
+    let e = service::enroll(
+        &sh,
+        "C",
+        None,
+        EnrollSource::Images {
+            images: vec![inline("skimage/coffee.png")],
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, ServiceError::Quality(_)), "{e:?}");
+    let users = service::list(&sh).unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!((users[0].name.as_str(), users[0].unmasked), ("A", 2));
+
+    // A in front of the camera, but the budget (1.5 s at 2 fps) ends before
+    // the 5 passing frames the decision needs: a denial that is not
+    // evidence of an impostor, so it never counts towards the lockout.
+    show(&cam, &photo("face_recognition/obama3.jpg"));
+    for attempt in 0..3 {
+        let d = service::verify(&sh, "A", 1500).unwrap();
+        let (reason, best, frames, retry) = deny(&d);
+        assert_eq!(reason, DenyReason::NoMatch, "attempt {attempt}: {d:?}");
+        assert!(frames >= 1, "attempt {attempt}: {d:?}");
+        assert!(best.unwrap() >= UNMASKED, "attempt {attempt}: {d:?}");
+        assert_eq!(retry, None, "attempt {attempt}: {d:?}");
+    }
+
+    // Someone else: the first failure is free, the second locks A out, and
+    // from then on verify answers at once that A is locked out.
+    show(&cam, &photo("face_recognition/biden.jpg"));
+    let (reason, best, _, retry) = deny(&service::verify(&sh, "A", 1200).unwrap());
+    assert_eq!(reason, DenyReason::NoMatch);
+    assert!(best.unwrap() < UNMASKED);
+    assert_eq!(retry, None);
+    let (reason, _, _, retry) = deny(&service::verify(&sh, "A", 1200).unwrap());
+    assert_eq!(reason, DenyReason::NoMatch);
+    assert!(retry.unwrap() > 50_000, "{retry:?}");
+    let (reason, best, frames, retry) = deny(&service::verify(&sh, "A", 1200).unwrap());
+    assert_eq!((reason, best, frames), (DenyReason::LockedOut, None, 0));
+    assert!(retry.unwrap() > 50_000, "{retry:?}");
+
+    // Administration, typed.
+    assert_eq!(service::remove(&sh, "A").unwrap(), 2);
+    assert!(service::list(&sh).unwrap().is_empty());
+    let e = service::import(&sh, "not base64!", true).unwrap_err();
+    assert!(matches!(e, ServiceError::BadRequest(_)), "{e:?}");
+}

@@ -1,0 +1,44 @@
+//! The shipped example config (examples/config.toml) parses, carries the
+//! format version, and states the defaults truthfully.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
+
+use facegate::daemon::config::{self, Config, CONFIG_VERSION};
+
+fn example() -> Config {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    config::parse(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn the_example_config_parses_with_its_version() {
+    let c = example();
+    assert_eq!(c.version, Some(CONFIG_VERSION));
+    // Through the file loader too, as facegated reads it.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/config.toml");
+    assert_eq!(config::load(&path, true).unwrap(), c);
+}
+
+#[test]
+fn the_example_config_states_the_defaults() {
+    let c = example();
+    let d = config::parse("").unwrap();
+    // Paths depend on the machine (root or not); the rest are the defaults.
+    assert_eq!(c.daemon.socket_mode, d.daemon.socket_mode);
+    assert_eq!(c.daemon.max_clients, d.daemon.max_clients);
+    assert_eq!(c.daemon.client_timeout_ms, d.daemon.client_timeout_ms);
+    assert_eq!(c.models, d.models);
+    assert_eq!(c.camera, d.camera);
+    assert_eq!(c.thresholds, d.thresholds);
+    assert_eq!(c.decision, d.decision);
+    assert_eq!(c.door, d.door);
+    assert_eq!(c.enroll, d.enroll);
+    assert_eq!(c.lockout, d.lockout);
+}
+
+#[test]
+fn an_unknown_version_is_refused() {
+    let e = config::parse("version = 2\n").unwrap_err().to_string();
+    assert!(e.contains("version 2 is not supported"), "{e}");
+    assert_eq!(config::parse("").unwrap().version, None);
+}
