@@ -80,7 +80,10 @@ fn tract_matches_onnxruntime_on_real_crops() {
     let models = common::models_dir();
     for name in bundles_under_test(&reference) {
         let crops = crops_under_test(&reference, &name);
-        assert!(crops.len() >= 2, "{name}: need at least two reference crops");
+        assert!(
+            crops.len() >= 2,
+            "{name}: need at least two reference crops"
+        );
         let refs: Vec<&image::RgbImage> = crops.iter().map(|c| &c.1).collect();
         let bundle = Bundle::open_named(&models, &name).unwrap();
         // A batch plan smaller than the crop count exercises both the batched

@@ -72,8 +72,11 @@ fn default_crop_size() -> u32 {
 impl Reference {
     /// Every embedder bundle with reference embeddings, sorted.
     pub fn bundles(&self) -> Vec<String> {
-        let all: std::collections::BTreeSet<&String> =
-            self.crops.iter().flat_map(|c| c.embeddings.keys()).collect();
+        let all: std::collections::BTreeSet<&String> = self
+            .crops
+            .iter()
+            .flat_map(|c| c.embeddings.keys())
+            .collect();
         all.into_iter().cloned().collect()
     }
 
