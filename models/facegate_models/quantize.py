@@ -1,7 +1,10 @@
-"""Static int8 quantisation of FaceNet, calibrated on real aligned face crops.
+"""Static int8 quantisation of the embedders, calibrated on real aligned face crops.
 
-The final L2 normalisation (and the bottleneck batch-norm feeding it) stays in
-float so that embeddings remain unit length.  Variants differ in how tract can
+The final L2 normalisation (and, for FaceNet, the bottleneck batch-norm
+feeding it) stays in float so that embeddings remain unit length.
+MobileFaceNet also keeps its first convolution and its depthwise convolutions
+in float (`mobilefacenet_float_nodes`): quantised per tensor they cost the
+most cosine to fp32 for the least time. Variants differ in how tract can
 execute them; docs/PERFORMANCE.md records which one runs fastest.
 """
 from __future__ import annotations
@@ -96,6 +99,16 @@ VARIANTS = (
 )
 
 
+MFN_VARIANTS = (
+    Variant("mobilefacenet-int8-qdq-pc", QuantFormat.QDQ, True, ("Conv",),
+            "int8 QDQ, per-channel weights (s8), per-tensor u8 activations, MinMax calibration; "
+            "first and depthwise convolutions and the L2 normalisation in float"),
+    Variant("mobilefacenet-int8-qlinear", QuantFormat.QOperator, False, ("Conv",),
+            "int8 QOperator (QLinearConv), per-tensor, MinMax calibration; "
+            "first and depthwise convolutions and the L2 normalisation in float"),
+)
+
+
 class Crops(CalibrationDataReader):
     def __init__(self, input_name: str, batches: list[np.ndarray]):
         self.input_name = input_name
@@ -115,13 +128,33 @@ def float_tail(m: onnx.ModelProto) -> list[str]:
     return names
 
 
+def mobilefacenet_float_nodes(m: onnx.ModelProto) -> list[str]:
+    """Nodes of MobileFaceNet kept in float: the first Conv (it sees the
+    normalised image), every depthwise Conv (group > 1: one 3x3 filter per
+    channel, badly served by a per-tensor scale) and the appended L2
+    normalisation."""
+    convs = [n for n in m.graph.node if n.op_type == "Conv"]
+    if not convs:
+        raise RuntimeError("no Conv in the model")
+    names = [convs[0].name]
+    for n in convs[1:]:
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        if group > 1:
+            names.append(n.name)
+    tail = [n.name for n in m.graph.node if n.name.startswith("l2norm/")]
+    if not tail:
+        raise RuntimeError("could not find the L2-normalisation nodes to keep in float")
+    return names + tail
+
+
 def quantise(fp32: Path, out: Path, variant: Variant, input_name: str,
-             calib: np.ndarray, work: Path) -> None:
-    pre = work / "facenet_pre.onnx"
+             calib: np.ndarray, work: Path, exclude_fn=float_tail,
+             pre_name: str = "facenet_pre.onnx") -> None:
+    pre = work / pre_name
     if not pre.exists():
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=False)
     m = onnx.load(str(pre))
-    exclude = float_tail(m)
+    exclude = exclude_fn(m)
     batches = [calib[i:i + 1] for i in range(calib.shape[0])]
     print(f"[quantise] {variant.name} on {len(batches)} crops", flush=True)
     with rounded_ranges():

@@ -56,7 +56,7 @@ pub enum OpenMode {
 /// Options for opening a gallery.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// Embedding dimension (512 for the facegate model).
+    /// Embedding dimension (the embedder manifest's `output.dim`: 512 for FaceNet, 192 for MobileFaceNet).
     pub dim: usize,
     /// Model the running daemon uses; must equal the stored one.
     pub model: ModelId,

@@ -41,13 +41,60 @@ pub struct RefFace {
     pub bbox: [f32; 4],
     pub score: f32,
     pub landmarks: [[f32; 2]; 5],
+    /// The 160x160 (FaceNet) crop.
     pub crop: Option<String>,
+    /// Crop file by crop size ("160", "112"): one per embedder geometry.
+    #[serde(default)]
+    pub crops: std::collections::BTreeMap<String, String>,
+}
+
+impl RefFace {
+    /// The pipeline's crop of this face at `size`.
+    pub fn crop_of_size(&self, size: u32) -> Option<&str> {
+        self.crops.get(&size.to_string()).map(String::as_str)
+    }
 }
 
 #[derive(Deserialize)]
 pub struct RefCrop {
     pub file: String,
+    /// Crop side; absent in references written before crops had several sizes.
+    #[serde(default = "default_crop_size")]
+    pub size: u32,
+    /// onnxruntime embeddings of this crop by every bundle of its size.
     pub embeddings: std::collections::BTreeMap<String, Vec<f32>>,
+}
+
+fn default_crop_size() -> u32 {
+    160
+}
+
+impl Reference {
+    /// Every embedder bundle with reference embeddings, sorted.
+    pub fn bundles(&self) -> Vec<String> {
+        let all: std::collections::BTreeSet<&String> = self
+            .crops
+            .iter()
+            .flat_map(|c| c.embeddings.keys())
+            .collect();
+        all.into_iter().cloned().collect()
+    }
+
+    /// The reference crops that carry `bundle`'s embeddings (its crop size).
+    pub fn crops_for(&self, bundle: &str) -> Vec<&RefCrop> {
+        self.crops
+            .iter()
+            .filter(|c| c.embeddings.contains_key(bundle))
+            .collect()
+    }
+}
+
+/// `facenet-int8-qlinear` -> `facenet-fp32`: the float model an int8 bundle
+/// was quantised from (an fp32 bundle is its own).
+pub fn fp32_counterpart(bundle: &str) -> String {
+    let family = bundle.split("-int8").next().unwrap_or(bundle);
+    let family = family.split("-fp32").next().unwrap_or(family);
+    format!("{family}-fp32")
 }
 
 pub fn reference() -> Reference {
