@@ -53,7 +53,10 @@ def load(index: Path, data: Path, size: int) -> Crops:
 
 
 def exporter(repo: Path) -> list[str]:
-    """The command that runs the Rust exporter (built on first use)."""
+    """The command that runs the Rust exporter (built on first use;
+    $FACEGATE_EXPORT_CROPS names a prebuilt one)."""
+    if os.environ.get("FACEGATE_EXPORT_CROPS"):
+        return [os.environ["FACEGATE_EXPORT_CROPS"]]
     target = Path(os.environ.get("CARGO_TARGET_DIR", repo / "target"))
     exe = target / "release" / "examples" / "export_crops"
     subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "export_crops"],

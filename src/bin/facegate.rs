@@ -119,6 +119,10 @@ struct EvalLfwArgs {
     /// 640x480 camera). Default: the daemon's default.
     #[arg(long, value_name = "PX")]
     detect_max_side: Option<u32>,
+    /// Only these pair folds (1-based, e.g. `1-5`) and their people: the
+    /// held-out half of an identity-disjoint training split (docs/TRAINING.md).
+    #[arg(long, value_name = "LIST")]
+    folds: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -1495,6 +1499,12 @@ fn eval_lfw(models: &Path, a: EvalLfwArgs) -> Result<ExitCode> {
         cache,
         threads: a.threads,
         detect_max_side: a.detect_max_side,
+        folds: a
+            .folds
+            .as_deref()
+            .map(facegate::eval::lfw::parse_folds)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--folds: {e}"))?,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
     facegate::eval::report::run(&o)?;
