@@ -18,8 +18,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use facegate::bundle::{self, Bundle};
-use facegate::detect::{largest, Detector, DetectorOptions, TractDetector};
-use facegate::embed::{Embedder, EmbedderOptions, TractEmbedder};
+use facegate::face::detect::{largest, Detector, DetectorOptions, TractDetector};
+use facegate::face::embed::{Embedder, EmbedderOptions, TractEmbedder};
 use facegate::gallery::scan::Matrix;
 use facegate::gallery::simd::Kernel;
 use image::RgbImage;
@@ -62,7 +62,7 @@ fn main() -> Result<()> {
     let max_side: u32 = flag(&args, "--max-side").map_or(Ok(1280), |s| s.parse())?;
     let embedder_name = flag(&args, "--embedder").unwrap_or_else(|| bundle::DEFAULT_EMBEDDER.into());
 
-    let frame = frame_from(&facegate::imageio::load_rgb(&photo)?, w, h);
+    let frame = frame_from(&facegate::face::imageio::load_rgb(&photo)?, w, h);
     let det_bundle = Bundle::open_named(&models, bundle::DEFAULT_DETECTOR)?;
     let emb_bundle = Bundle::open_named(&models, &embedder_name)?;
     // The daemon's settings for one core: by default no downscaling of a
@@ -92,7 +92,7 @@ fn main() -> Result<()> {
     // Everything a stage needs is computed before the counted loop.
     let faces = det.detect(&frame)?;
     let face = largest(&faces).context("no face in the frame")?.clone();
-    let crop = facegate::align::align(&frame, &face.landmarks, &align_cfg)?;
+    let crop = facegate::face::align::align(&frame, &face.landmarks, &align_cfg)?;
     let query = emb.embed(&crop)?;
     let dim = query.dim();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -113,10 +113,10 @@ fn main() -> Result<()> {
         match stage.as_str() {
             "detect" => sink += det.detect(&frame)?.len() as f32,
             "align" => {
-                sink += facegate::align::align(&frame, &face.landmarks, &align_cfg)?.as_raw()[0] as f32
+                sink += facegate::face::align::align(&frame, &face.landmarks, &align_cfg)?.as_raw()[0] as f32
             }
             "presence" => {
-                sink += facegate::presence::presence(&crop, &align_cfg, 0.5).skin_share;
+                sink += facegate::face::presence::presence(&crop, &align_cfg, 0.5).skin_share;
             }
             "embed" => sink += emb.embed(&crop)?.as_slice()[0],
             "scan" => {

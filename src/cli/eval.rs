@@ -49,6 +49,10 @@ pub(crate) struct EvalLfwArgs {
     /// 640x480 camera). Default: the daemon's default.
     #[arg(long, value_name = "PX")]
     detect_max_side: Option<u32>,
+    /// Only these pair folds (1-based, e.g. `1-5`) and their people: the
+    /// held-out half of an identity-disjoint training split (docs/TRAINING.md).
+    #[arg(long, value_name = "LIST")]
+    folds: Option<String>,
 }
 
 pub(crate) fn eval_lfw(models: &Path, a: EvalLfwArgs) -> Result<ExitCode> {
@@ -67,6 +71,12 @@ pub(crate) fn eval_lfw(models: &Path, a: EvalLfwArgs) -> Result<ExitCode> {
         cache,
         threads: a.threads,
         detect_max_side: a.detect_max_side,
+        folds: a
+            .folds
+            .as_deref()
+            .map(crate::eval::lfw::parse_folds)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--folds: {e}"))?,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
     crate::eval::report::run(&o)?;

@@ -118,6 +118,22 @@ impl Lfw {
         })
     }
 
+    /// Keep only the pairs of `folds` (0-based) and the people of those
+    /// pairs (every image of theirs): the held-out half of an
+    /// identity-disjoint training split (`facegate eval lfw --folds`).
+    /// Nothing of another person remains, so no protocol of the report
+    /// (pairs, open-set, calibration, the seed split) sees anyone else.
+    pub fn restrict_to_folds(&mut self, folds: &[usize]) {
+        self.pairs.retain(|p| folds.contains(&p.fold));
+        let keep: std::collections::HashSet<String> = self
+            .pairs
+            .iter()
+            .flat_map(|p| [person(&p.a).to_string(), person(&p.b).to_string()])
+            .collect();
+        self.people.retain(|name, _| keep.contains(name));
+        self.images = self.people.values().flatten().cloned().collect();
+    }
+
     pub fn path(&self, image: &str) -> PathBuf {
         self.root.join("deepfunneled").join(image)
     }
@@ -150,9 +166,74 @@ impl Lfw {
     }
 }
 
+/// Parse a fold list as written on the command line, 1-based: `1-5`,
+/// `6-10`, `1,3,5-7`. Returns 0-based fold indices, sorted, deduplicated.
+pub fn parse_folds(spec: &str) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let num = |v: &str| {
+            v.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n >= 1)
+                .ok_or_else(|| format!("fold {v:?}: expected a number from 1"))
+        };
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (num(a)?, num(b)?),
+            None => (num(part)?, num(part)?),
+        };
+        if a > b {
+            return Err(format!("fold range {part:?} runs backwards"));
+        }
+        out.extend((a - 1)..b);
+    }
+    out.sort_unstable();
+    out.dedup();
+    if out.is_empty() {
+        return Err("no fold given".into());
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_fold_lists() {
+        assert_eq!(parse_folds("1-5").unwrap(), vec![0, 1, 2, 3, 4]);
+        assert_eq!(parse_folds("6-10").unwrap(), vec![5, 6, 7, 8, 9]);
+        assert_eq!(parse_folds("3, 1,2-3").unwrap(), vec![0, 1, 2]);
+        assert!(parse_folds("0-2").is_err());
+        assert!(parse_folds("5-1").is_err());
+        assert!(parse_folds("x").is_err());
+        assert!(parse_folds("").is_err());
+    }
+
+    #[test]
+    fn restricting_to_folds_keeps_only_their_people() {
+        let t = "2 1\nA 1 2\nA 1 B 1\nC 1 2\nD 1 E 1\n";
+        let mut people = BTreeMap::new();
+        for n in ["A", "B", "C", "D", "E", "F"] {
+            people.insert(n.to_string(), vec![image_name(n, 1), image_name(n, 2)]);
+        }
+        let mut l = Lfw {
+            root: PathBuf::from("/nonexistent"),
+            pairs: parse_pairs(t).unwrap(),
+            images: people.values().flatten().cloned().collect(),
+            people,
+        };
+        l.restrict_to_folds(&[1]);
+        assert_eq!(l.pairs.len(), 2);
+        assert!(l.pairs.iter().all(|p| p.fold == 1));
+        let names: Vec<&str> = l.people.keys().map(String::as_str).collect();
+        assert_eq!(names, ["C", "D", "E"]);
+        assert_eq!(l.images.len(), 6);
+        assert!(l
+            .images
+            .iter()
+            .all(|i| ["C", "D", "E"].contains(&person(i))));
+    }
 
     #[test]
     fn parses_pairs() {

@@ -11,6 +11,7 @@
 
 pub mod cache;
 pub mod calibrate;
+pub mod crops;
 pub mod extract;
 pub mod lfw;
 pub mod plot;

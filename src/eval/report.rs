@@ -31,6 +31,9 @@ pub struct Options {
     /// Detect on a copy downscaled to this longer side (None: the daemon's
     /// default), to measure what `[models] detect_max_side` costs.
     pub detect_max_side: Option<u32>,
+    /// Restrict every protocol to the pairs of these folds (0-based) and
+    /// their people (None: all ten folds).
+    pub folds: Option<Vec<usize>>,
     /// The command line, for the report.
     pub command: String,
 }
@@ -58,7 +61,13 @@ pub const CAL_PER_PERSON: usize = 6;
 
 /// Compute (or load from the cache) every embedding the protocols need.
 pub fn extract_all(o: &Options) -> Result<(Data, Model, String), EvalError> {
-    let lfw = Lfw::open(&o.data)?;
+    let mut lfw = Lfw::open(&o.data)?;
+    if let Some(f) = &o.folds {
+        lfw.restrict_to_folds(f);
+        if lfw.pairs.is_empty() {
+            return Err(EvalError::Other(format!("no pair in folds {f:?}")));
+        }
+    }
     let front = Front::new(
         &lfw,
         &o.models,
@@ -552,6 +561,14 @@ pub fn run(o: &Options) -> Result<(), EvalError> {
         o.masks.join(", ")
     );
     let _ = writeln!(r, "- machine: {}", machine());
+    if let Some(f) = &o.folds {
+        let list: Vec<String> = f.iter().map(|k| (k + 1).to_string()).collect();
+        let _ = writeln!(
+            r,
+            "- folds: {} only (their pairs and every image of their people; nobody else)",
+            list.join(",")
+        );
+    }
     let _ = writeln!(
         r,
         "- data: {} images of {} people; pairs.txt {} pairs ({} images)",

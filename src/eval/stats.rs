@@ -51,6 +51,10 @@ pub fn ten_fold(scores: &[(f32, bool, usize)]) -> (f64, f64, f32) {
             .filter(|s| s.2 == k)
             .map(|s| (s.0, s.1))
             .collect();
+        if test.is_empty() {
+            // A fold absent from the scores (`eval lfw --folds 6-10`).
+            continue;
+        }
         let t = best_threshold(&train);
         accs.push(accuracy(&test, t));
         ts.push(t);
@@ -209,5 +213,16 @@ mod tests {
             .map(|i| (if i % 2 == 0 { 0.8 } else { 0.2 }, i % 2 == 0, i / 4))
             .collect();
         assert_eq!(ten_fold(&s).0, 1.0);
+    }
+
+    #[test]
+    fn ten_fold_ignores_absent_folds() {
+        // Only folds 5..9 (as after `--folds 6-10`): the mean is over those
+        // five, not diluted by five empty folds.
+        let s: Vec<(f32, bool, usize)> = (0..40)
+            .map(|i| (if i % 2 == 0 { 0.8 } else { 0.2 }, i % 2 == 0, 5 + i / 8))
+            .collect();
+        let (m, sd, _) = ten_fold(&s);
+        assert_eq!((m, sd), (1.0, 0.0));
     }
 }

@@ -1,0 +1,1 @@
+"""Workstation training for masked faces (issue 14 §2): `models/train`."""
