@@ -6,6 +6,7 @@
 //! LIST holds image names relative to `LFW/deepfunneled/`, one per line. The
 //! crops (RGB, the embedder's aligned size) land in DIR as described in
 //! `facegate::eval::crops`; the last stdout line is a JSON summary.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a workstation tool, not a daemon path
 
 use std::path::PathBuf;
 

@@ -60,7 +60,8 @@ fn main() -> Result<()> {
     };
     let gallery: usize = flag(&args, "--gallery").map_or(Ok(1000), |s| s.parse())?;
     let max_side: u32 = flag(&args, "--max-side").map_or(Ok(1280), |s| s.parse())?;
-    let embedder_name = flag(&args, "--embedder").unwrap_or_else(|| bundle::DEFAULT_EMBEDDER.into());
+    let embedder_name =
+        flag(&args, "--embedder").unwrap_or_else(|| bundle::DEFAULT_EMBEDDER.into());
 
     let frame = frame_from(&facegate::face::imageio::load_rgb(&photo)?, w, h);
     let det_bundle = Bundle::open_named(&models, bundle::DEFAULT_DETECTOR)?;
@@ -113,7 +114,8 @@ fn main() -> Result<()> {
         match stage.as_str() {
             "detect" => sink += det.detect(&frame)?.len() as f32,
             "align" => {
-                sink += facegate::face::align::align(&frame, &face.landmarks, &align_cfg)?.as_raw()[0] as f32
+                sink += facegate::face::align::align(&frame, &face.landmarks, &align_cfg)?.as_raw()
+                    [0] as f32
             }
             "presence" => {
                 sink += facegate::face::presence::presence(&crop, &align_cfg, 0.5).skin_share;

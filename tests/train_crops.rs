@@ -1,12 +1,13 @@
 //! Training crops (issue 14 §2): the exporter makes the device's crops,
 //! deterministically for a seed, and caches them by key.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 mod common;
 
-use facegate::face::align::align;
 use facegate::bundle::Bundle;
-use facegate::face::detect::{largest, Detector, DetectorOptions, TractDetector};
 use facegate::eval::crops::{export, CropJob};
+use facegate::face::align::align;
+use facegate::face::detect::{largest, Detector, DetectorOptions, TractDetector};
 
 fn job(seed: u64) -> CropJob {
     CropJob {
@@ -62,8 +63,8 @@ fn crops_are_the_device_crops_deterministic_and_cached() {
     let db = Bundle::open_named(&models, "retinaface-mnet025").unwrap();
     let det = TractDetector::from_bundle(&db, &DetectorOptions::default()).unwrap();
     let eb = Bundle::open_named(&models, "facenet-fp32").unwrap();
-    let img =
-        facegate::face::imageio::load_rgb(&models.join("photos/face_recognition/biden.jpg")).unwrap();
+    let img = facegate::face::imageio::load_rgb(&models.join("photos/face_recognition/biden.jpg"))
+        .unwrap();
     let f = largest(&det.detect(&img).unwrap()).cloned().unwrap();
     let crop = align(&img, &f.landmarks, eb.manifest.align.as_ref().unwrap()).unwrap();
     // Rows are in list order: obama (3 rows), then biden.

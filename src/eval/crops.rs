@@ -27,8 +27,8 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::{fnv1a, io_err, EvalError, PIPELINE_VERSION};
-use crate::face::align::align;
 use crate::bundle::{AlignSection, Bundle};
+use crate::face::align::align;
 use crate::face::detect::{largest, Detector, DetectorOptions, Face, TractDetector};
 use crate::face::mask::{paint_procedural, Procedural};
 
