@@ -19,6 +19,7 @@ pub mod cpu;
 pub mod crash;
 pub mod daemon;
 pub mod detect;
+pub mod docs;
 pub mod draw;
 pub mod embed;
 pub mod engine;

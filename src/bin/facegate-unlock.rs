@@ -38,6 +38,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = facegate::docs::generate_if_asked::<Args>() {
+        return code;
+    }
     let args = Args::parse();
     let Some(user) = args
         .user

@@ -419,6 +419,9 @@ fn cpu_report() -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = facegate::docs::generate_if_asked::<Cli>() {
+        return code;
+    }
     if let Err(e) = facegate::crash::install_fatal_handlers("facegate") {
         eprintln!("facegate: cannot install the fatal-signal reporter: {e}");
     }
