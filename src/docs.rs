@@ -105,6 +105,7 @@ pub fn generate_if_asked<C: CommandFactory>() -> Option<ExitCode> {
 mod tests {
     use super::*;
 
+    #[allow(dead_code)] // only its clap definition is used
     #[derive(clap::Parser)]
     #[command(name = "demo", version = "1.0")]
     struct Demo {
@@ -115,6 +116,7 @@ mod tests {
         cmd: Sub,
     }
 
+    #[allow(dead_code)]
     #[derive(clap::Subcommand)]
     enum Sub {
         /// Greet someone.
