@@ -40,6 +40,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = facegate_docs::generate_if_asked::<Args>() {
+        return code;
+    }
     // First: a fatal signal anywhere later leaves a line on stderr.
     if let Err(e) = facegate::crash::install_fatal_handlers("facegated") {
         eprintln!("facegated: cannot install the fatal-signal reporter: {e}");

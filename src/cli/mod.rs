@@ -79,6 +79,10 @@ pub(crate) enum Cmd {
 }
 
 pub fn main() -> ExitCode {
+    // FACEGATE_GENERATE_DOCS=DIR: man pages and completions (scripts/package).
+    if let Some(code) = facegate_docs::generate_if_asked::<Cli>() {
+        return code;
+    }
     if let Err(e) = crate::crash::install_fatal_handlers("facegate") {
         eprintln!("facegate: cannot install the fatal-signal reporter: {e}");
     }

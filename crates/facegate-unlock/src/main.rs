@@ -40,6 +40,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = facegate_docs::generate_if_asked::<Args>() {
+        return code;
+    }
     let args = Args::parse();
     let Some(user) = args
         .user
