@@ -4,7 +4,6 @@ normalisation, size and output come from the manifest, so MobileFaceNet's
 bundle (issue 14 §1) is a different `--backbone`, not different code."""
 from __future__ import annotations
 
-import hashlib
 import time
 import tomllib
 from dataclasses import dataclass
@@ -12,13 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-
-def sha256_file(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
 
 
 @dataclass

@@ -10,7 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .backbone import Backbone, sha256_file
+from facegate_models.fetch import sha256_file
+
+from .backbone import Backbone
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from facegate_models import manifest as mf  # noqa: E402
