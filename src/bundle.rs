@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 pub const SCHEMA: u32 = 1;
 
 /// The embedder bundle used when none is named (see docs/PERFORMANCE.md for why).
-pub const DEFAULT_EMBEDDER: &str = "facenet-int8-qlinear";
+pub const DEFAULT_EMBEDDER: &str = "mobilefacenet-fp32";
 
 /// The detector bundle used when none is named.
 pub const DEFAULT_DETECTOR: &str = "retinaface-mnet025";
@@ -154,6 +154,14 @@ pub struct Thresholds {
     pub unmasked: Option<f32>,
     #[serde(default)]
     pub masked: Option<f32>,
+    /// Masked probe vs enrolment, both as periocular crops cut
+    /// `periocular_cut` IODs below the eyes (`facegate eval lfw
+    /// --periocular`); with both set the daemon compares masked probes that
+    /// way.
+    #[serde(default)]
+    pub periocular: Option<f32>,
+    #[serde(default)]
+    pub periocular_cut: Option<f32>,
     #[serde(default)]
     pub note: Option<String>,
 }

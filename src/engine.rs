@@ -15,7 +15,7 @@ use crate::bundle::AlignSection;
 use crate::face::detect::{Detector, Face};
 use crate::face::embed::Embedder;
 use crate::face::mask::MaskStyle;
-use crate::gallery::{Condition, NewTemplate};
+use crate::gallery::{Condition, NewTemplate, Space};
 use crate::protocol::Stages;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +40,22 @@ pub struct FaceAnalysis {
     pub skin_share: f32,
     /// Unit-norm embedding (never logged).
     pub embedding: Vec<f32>,
+    /// The embedding is of the periocular crop (a masked probe, when the
+    /// embedder is calibrated for it): compare it with periocular templates.
+    pub periocular: bool,
+    /// The aligned crop (whole face).
     pub crop: RgbImage,
+}
+
+impl FaceAnalysis {
+    /// The gallery matrix this probe is compared with.
+    pub fn space(&self) -> Space {
+        if self.periocular {
+            Space::Periocular
+        } else {
+            Space::Face
+        }
+    }
 }
 
 /// One analysed frame.
@@ -54,7 +69,11 @@ pub struct Analysis {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Thresholds {
     pub unmasked: f32,
+    /// A masked probe's whole face against whole-face templates.
     pub masked: f32,
+    /// A masked probe's periocular crop against periocular templates (None:
+    /// the embedder is not calibrated for it, masked probes use `masked`).
+    pub periocular: Option<f32>,
 }
 
 impl Thresholds {
@@ -65,6 +84,43 @@ impl Thresholds {
             self.unmasked
         }
     }
+
+    /// The threshold for this probe's embedding: periocular, masked or
+    /// unmasked. A periocular embedding without a periocular threshold never
+    /// passes.
+    pub fn for_face(&self, f: &FaceAnalysis) -> f32 {
+        if f.periocular {
+            self.periocular.unwrap_or(f32::INFINITY)
+        } else {
+            self.for_probe(f.masked)
+        }
+    }
+}
+
+/// Periocular comparison of masked probes (issue 14 §2 (d)): from the
+/// embedder manifest's calibrated `[thresholds] periocular` and
+/// `periocular_cut`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PeriocularMode {
+    /// Grey from this many inter-ocular distances below the eyes.
+    pub cut: f32,
+    /// Calibrated cosine threshold, periocular probe vs periocular template.
+    pub threshold: f32,
+}
+
+impl PeriocularMode {
+    /// The mode a manifest's calibrated thresholds ask for, if any.
+    pub fn from_thresholds(t: Option<&crate::bundle::Thresholds>) -> Option<PeriocularMode> {
+        let t = t.filter(|t| t.status == "calibrated")?;
+        match (t.periocular, t.periocular_cut) {
+            (Some(threshold), Some(cut))
+                if threshold.is_finite() && cut.is_finite() && (0.0..=4.0).contains(&cut) =>
+            {
+                Some(PeriocularMode { cut, threshold })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Models and alignment settings.
@@ -72,6 +128,9 @@ pub struct Engine {
     pub detector: Box<dyn Detector>,
     pub embedder: Box<dyn Embedder>,
     pub align: AlignSection,
+    /// Masked probes are embedded as periocular crops, and enrolment stores
+    /// a periocular template per capture (None: whole faces only).
+    pub periocular: Option<PeriocularMode>,
 }
 
 fn ms(t: Instant) -> f64 {
@@ -125,7 +184,15 @@ impl Engine {
         let p = crate::face::presence::presence(&crop, &self.align, presence_threshold);
         st.presence_ms = ms(t);
         let t = Instant::now();
-        let e = self.embedder.embed(&crop)?;
+        let periocular = match self.periocular {
+            Some(pm) if p.masked => Some(crate::face::periocular::periocular(
+                &crop,
+                &self.align,
+                pm.cut,
+            )),
+            _ => None,
+        };
+        let e = self.embedder.embed(periocular.as_ref().unwrap_or(&crop))?;
         st.embed_ms = ms(t);
         Ok(Analysis {
             face: Some(FaceAnalysis {
@@ -134,6 +201,7 @@ impl Engine {
                 masked: p.masked,
                 skin_share: p.skin_share,
                 embedding: e.into_vec(),
+                periocular: periocular.is_some(),
                 crop,
             }),
             stages: st,
@@ -227,7 +295,8 @@ pub fn quality(a: &FaceAnalysis, lim: &QualityLimits) -> Result<(), String> {
     Ok(())
 }
 
-/// Templates for one accepted capture: the unmasked one and one per mask style.
+/// Templates for one accepted capture: the unmasked one, one per mask style,
+/// and the periocular one when the engine compares masked probes that way.
 pub fn templates_for(
     engine: &Engine,
     user: &str,
@@ -244,6 +313,16 @@ pub fn templates_for(
         source: source.to_string(),
         quality: a.face.score,
     }];
+    if let Some(pm) = engine.periocular {
+        let crop = crate::face::periocular::periocular(&a.crop, &engine.align, pm.cut);
+        out.push(NewTemplate {
+            user: user.to_string(),
+            embedding: engine.embedder.embed(&crop)?.into_vec(),
+            condition: Condition::Periocular,
+            source: format!("{source} +periocular"),
+            quality: a.face.score,
+        });
+    }
     for (i, style) in styles.iter().enumerate() {
         let e = engine.embed_masked(img, &a.face, style, seed.wrapping_add(i as u64))?;
         out.push(NewTemplate {

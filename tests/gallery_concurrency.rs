@@ -40,6 +40,7 @@ fn readers_see_whole_batches_only() {
                                     k: 1,
                                     threads: 1,
                                     kernel: None,
+                                    ..Default::default()
                                 },
                             )
                             .unwrap();

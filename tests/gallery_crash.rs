@@ -385,6 +385,7 @@ fn crash_recovery() {
                     k: 1,
                     threads: 1,
                     kernel: None,
+                    ..Default::default()
                 },
             )
             .unwrap();

@@ -127,7 +127,7 @@ proptest! {
         let mut expect: Vec<(f64, usize)> = best.iter().enumerate().filter_map(|(u, b)| b.map(|(s, _)| (s, u))).collect();
         expect.sort_by(|a, b| b.0.total_cmp(&a.0));
         for k in Kernel::available() {
-            let hits = snap.search(&q, &SearchOptions { k: 3, threads, kernel: Some(k) }).unwrap();
+            let hits = snap.search(&q, &SearchOptions { k: 3, threads, kernel: Some(k), ..Default::default() }).unwrap();
             prop_assert_eq!(hits.len(), expect.len().min(3));
             for (h, (s, u)) in hits.iter().zip(&expect) {
                 prop_assert!((f64::from(h.score) - s).abs() < 1e-5);

@@ -46,6 +46,7 @@ fn engine(threads: usize) -> Engine {
         detector: Box::new(detector),
         embedder: Box::new(embedder),
         align: emb.manifest.align.clone().expect("[align]"),
+        periocular: None,
     }
 }
 

@@ -230,8 +230,8 @@ pub fn run(cmd: DaemonCmd) -> Result<ExitCode> {
             print(&conn, &r, || match &r {
                 Response::Enrolled(e) => {
                     let mut s = format!(
-                        "enrolled {}: {} unmasked + {} synthetic-masked templates",
-                        e.user, e.unmasked, e.synthetic_masked
+                        "enrolled {}: {} unmasked + {} synthetic-masked + {} periocular templates",
+                        e.user, e.unmasked, e.synthetic_masked, e.periocular
                     );
                     for why in &e.rejected {
                         s.push_str(&format!("\n  rejected {why}"));
@@ -247,18 +247,19 @@ pub fn run(cmd: DaemonCmd) -> Result<ExitCode> {
             print(&conn, &r, || match &r {
                 Response::Users { users } => {
                     let mut s = format!(
-                        "{:<24} {:>6} {:>8} {:>8} {:>10} {:>8}",
-                        "user", "uid", "enabled", "unmasked", "synthetic", "masked"
+                        "{:<24} {:>6} {:>8} {:>8} {:>10} {:>8} {:>10}",
+                        "user", "uid", "enabled", "unmasked", "synthetic", "masked", "periocular"
                     );
                     for u in users {
                         s.push_str(&format!(
-                            "\n{:<24} {:>6} {:>8} {:>8} {:>10} {:>8}",
+                            "\n{:<24} {:>6} {:>8} {:>8} {:>10} {:>8} {:>10}",
                             u.name,
                             u.uid.map_or("-".into(), |u| u.to_string()),
                             u.enabled,
                             u.unmasked,
                             u.synthetic_masked,
-                            u.masked
+                            u.masked,
+                            u.periocular
                         ));
                     }
                     s
@@ -282,7 +283,7 @@ pub fn run(cmd: DaemonCmd) -> Result<ExitCode> {
             print(&conn, &r, || {
                 match &r {
                 Response::Status(s) => format!(
-                    "facegated {} (protocol {}), up {:.0} s\nsource: {} — {} ({} frames, {} reopens){}\ngallery: {} users, {} templates\nmodels: detector {}, embedder {}\nthresholds: unmasked {}, masked {}\nclients: {}, door subscribers: {}",
+                    "facegated {} (protocol {}), up {:.0} s\nsource: {} — {} ({} frames, {} reopens){}\ngallery: {} users, {} templates\nmodels: detector {}, embedder {}\nthresholds: unmasked {}, masked {}{}\nclients: {}, door subscribers: {}",
                     s.version, s.protocol, s.uptime_s, s.source, s.source_state, s.frames, s.source_reopens,
                     s.ir_camera.as_ref().map_or(String::new(), |ir| format!(
                         "\nIR camera: {} — {} ({} frames, {} reopens)",
@@ -291,6 +292,9 @@ pub fn run(cmd: DaemonCmd) -> Result<ExitCode> {
                     s.users, s.templates, s.detector, s.embedder,
                     s.threshold_unmasked.map_or("unset".into(), |t| format!("{t:.3}")),
                     s.threshold_masked.map_or("unset".into(), |t| format!("{t:.3}")),
+                    s.threshold_periocular.map_or(String::new(), |t| format!(
+                        " (masked probes compared as periocular crops at {t:.3})"
+                    )),
                     s.clients, s.subscribers
                 ),
                 other => format!("{other:?}"),

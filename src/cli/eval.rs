@@ -53,6 +53,12 @@ pub(crate) struct EvalLfwArgs {
     /// held-out half of an identity-disjoint training split (docs/TRAINING.md).
     #[arg(long, value_name = "LIST")]
     folds: Option<String>,
+    /// Periocular crops: grey every crop from CUT inter-ocular distances
+    /// below the eyes down (the masked-probe comparison of
+    /// `[thresholds] periocular`; docs/ACCURACY.md). Without a value: 0.25.
+    #[arg(long, value_name = "CUT", num_args = 0..=1,
+          default_missing_value = "0.25")]
+    periocular: Option<f32>,
 }
 
 pub(crate) fn eval_lfw(models: &Path, a: EvalLfwArgs) -> Result<ExitCode> {
@@ -77,6 +83,7 @@ pub(crate) fn eval_lfw(models: &Path, a: EvalLfwArgs) -> Result<ExitCode> {
             .map(crate::eval::lfw::parse_folds)
             .transpose()
             .map_err(|e| anyhow::anyhow!("--folds: {e}"))?,
+        periocular: a.periocular,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
     crate::eval::report::run(&o)?;

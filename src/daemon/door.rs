@@ -68,8 +68,8 @@ fn door_loop(sh: &Arc<Shared>) {
             continue;
         };
         arrival.get_or_insert(Instant::now());
-        let top = best_match(sh, &f.embedding);
-        let Some(m) = top.filter(|m| m.score >= thr.for_probe(f.masked)) else {
+        let top = best_match(sh, f);
+        let Some(m) = top.filter(|m| m.score >= thr.for_face(f)) else {
             window.push_back((String::new(), -1.0));
             if window.len() > cfg.decision.max_frames as usize {
                 window.pop_front();

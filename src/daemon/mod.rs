@@ -127,7 +127,11 @@ impl Shared {
 
     pub fn resolved_thresholds(&self) -> Option<Thresholds> {
         match self.thresholds() {
-            (Some(unmasked), Some(masked)) => Some(Thresholds { unmasked, masked }),
+            (Some(unmasked), Some(masked)) => Some(Thresholds {
+                unmasked,
+                masked,
+                periocular: self.engine.periocular.map(|p| p.threshold),
+            }),
             _ => None,
         }
     }
@@ -259,6 +263,40 @@ pub fn check(cfg: &Config) -> Result<Vec<String>, DaemonError> {
         ));
     }
     Ok(warn)
+}
+
+/// Say how masked probes are compared, and who cannot be matched that way
+/// (users enrolled before periocular templates existed must re-enrol).
+fn log_periocular(sh: &Shared) {
+    let Some(pm) = sh.engine.periocular else {
+        log::info!("masked probes: whole face, masked threshold");
+        return;
+    };
+    log::info!(
+        "masked probes: periocular crops (cut {} IOD below the eyes), threshold {:.4}",
+        pm.cut,
+        pm.threshold
+    );
+    let (Ok(users), Ok(templates)) = (sh.gallery.users(), sh.gallery.templates()) else {
+        return;
+    };
+    let missing: Vec<&str> = users
+        .iter()
+        .filter(|u| {
+            !templates
+                .iter()
+                .any(|t| t.user == u.name && t.condition == crate::gallery::Condition::Periocular)
+        })
+        .map(|u| u.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        log::warn!(
+            "{} of {} users have no periocular template and will not be recognised with a mask until they re-enrol: {}",
+            missing.len(),
+            users.len(),
+            missing.join(", ")
+        );
+    }
 }
 
 fn manifest_thresholds(b: &Bundle) -> (Option<f32>, Option<f32>) {
@@ -444,6 +482,9 @@ pub fn open(
             detector: Box::new(detector),
             embedder: Box::new(embedder),
             align,
+            periocular: crate::engine::PeriocularMode::from_thresholds(
+                emb_b.manifest.thresholds.as_ref(),
+            ),
         },
         manifest_thresholds,
         gallery,
@@ -457,6 +498,7 @@ pub fn open(
         state_dir,
         detector_name: det_b.name().to_string(),
     });
+    log_periocular(&shared);
     if shared.resolved_thresholds().is_none() {
         log::warn!(
             "bundle {} has no calibrated thresholds and [thresholds] unmasked/masked are not both configured: verify and identify will answer an error until they are",

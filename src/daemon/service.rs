@@ -158,14 +158,19 @@ pub(crate) fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
-/// The gallery's best match for a probe (best template of the best user).
-pub(crate) fn best_match(sh: &Shared, embedding: &[f32]) -> Option<crate::gallery::Match> {
+/// The gallery's best match for a probe (best template of the best user, in
+/// the probe's space: whole face or periocular).
+pub(crate) fn best_match(
+    sh: &Shared,
+    f: &crate::engine::FaceAnalysis,
+) -> Option<crate::gallery::Match> {
     let opts = SearchOptions {
         k: 1,
+        space: f.space(),
         ..Default::default()
     };
     sh.gallery
-        .search(embedding, &opts)
+        .search(&f.embedding, &opts)
         .ok()
         .and_then(|m| m.into_iter().next())
 }
@@ -256,6 +261,7 @@ pub fn verify(sh: &Arc<Shared>, user: &str, timeout_ms: u64) -> Result<Decision,
                         &f.embedding,
                         &SearchOptions {
                             k,
+                            space: f.space(),
                             ..Default::default()
                         },
                     )
@@ -264,7 +270,7 @@ pub fn verify(sh: &Arc<Shared>, user: &str, timeout_ms: u64) -> Result<Decision,
                     .map_or(-1.0, |m| m.score);
                 stages.scan_ms += ms_since(ts);
                 last_masked = f.masked;
-                match fusion.push(score, thr.for_probe(f.masked)) {
+                match fusion.push(score, thr.for_face(f)) {
                     Some(Fused::Accept { score, passed, .. }) => {
                         lock(&sh.lockout).success(user);
                         return Ok(Decision::Unlock {
@@ -361,7 +367,7 @@ pub fn identify(sh: &Arc<Shared>, timeout_ms: u64) -> Result<Decision, ServiceEr
                 let Some(f) = &a.face else { continue };
                 seen += 1;
                 let ts = Instant::now();
-                let top = best_match(sh, &f.embedding);
+                let top = best_match(sh, f);
                 stages.scan_ms += ms_since(ts);
                 if let Some(m) = top {
                     best = Some(best.map_or(m.score, |b| b.max(m.score)));
@@ -369,7 +375,7 @@ pub fn identify(sh: &Arc<Shared>, timeout_ms: u64) -> Result<Decision, ServiceEr
                         Fusion::new(cfg.decision.min_frames, cfg.decision.min_frames)
                     });
                     if let Some(Fused::Accept { score, passed, .. }) =
-                        fu.push(m.score, thr.for_probe(f.masked))
+                        fu.push(m.score, thr.for_face(f))
                     {
                         return Ok(Decision::Unlock {
                             user: m.user.to_string(),
@@ -510,16 +516,18 @@ pub fn enroll(
         Err(e) => Err(e),
     };
     created.map_err(gallery_err)?;
-    let synthetic = batch
-        .iter()
-        .filter(|t| t.condition == Condition::SyntheticMasked)
-        .count();
-    let unmasked = batch.len() - synthetic;
+    let count = |c: Condition| batch.iter().filter(|t| t.condition == c).count();
+    let (unmasked, synthetic, periocular) = (
+        count(Condition::Unmasked),
+        count(Condition::SyntheticMasked),
+        count(Condition::Periocular),
+    );
     sh.gallery.add_templates(batch).map_err(gallery_err)?;
     Ok(EnrollReport {
         user: user.to_string(),
         unmasked,
         synthetic_masked: synthetic,
+        periocular,
         rejected,
     })
 }
@@ -598,6 +606,7 @@ pub fn list(sh: &Shared) -> Result<Vec<UserInfo>, ServiceError> {
             unmasked: 0,
             masked: 0,
             synthetic_masked: 0,
+            periocular: 0,
         })
         .collect();
     for t in &templates {
@@ -606,6 +615,7 @@ pub fn list(sh: &Shared) -> Result<Vec<UserInfo>, ServiceError> {
                 Condition::Unmasked => u.unmasked += 1,
                 Condition::Masked => u.masked += 1,
                 Condition::SyntheticMasked => u.synthetic_masked += 1,
+                Condition::Periocular => u.periocular += 1,
             }
         }
     }
@@ -631,6 +641,7 @@ pub fn status(sh: &Shared) -> StatusInfo {
         detector: sh.detector_name.clone(),
         threshold_unmasked: tu,
         threshold_masked: tm,
+        threshold_periocular: sh.engine.periocular.map(|p| p.threshold),
         clients: sh.active.load(Ordering::SeqCst),
         subscribers: lock(&sh.subscribers).len(),
         ir_camera: sh.ir_hub.as_ref().map(|h| {

@@ -198,6 +198,9 @@ pub struct Model {
     pub sha256: String,
     pub align: AlignSection,
     pub embedder: TractEmbedder,
+    /// Embed periocular crops (grey from this many IODs below the eyes,
+    /// [`crate::face::periocular`]) instead of whole faces.
+    pub periocular: Option<f32>,
 }
 
 impl Model {
@@ -221,7 +224,16 @@ impl Model {
             sha256: b.sha256().to_string(),
             align,
             embedder,
+            periocular: None,
         })
+    }
+
+    /// The same model on periocular crops cut `cut` IODs below the eyes;
+    /// its name (and so its cache and report labels) says so.
+    pub fn with_periocular(mut self, cut: f32) -> Model {
+        self.name = format!("{}+periocular{cut}", self.name);
+        self.periocular = Some(cut);
+        self
     }
 
     fn align_tag(&self) -> String {
@@ -530,8 +542,11 @@ impl<'a> Front<'a> {
                 out.push(d);
                 continue;
             };
-            let crop = align(&img, &face.landmarks, &m.align)?;
+            let mut crop = align(&img, &face.landmarks, &m.align)?;
             d.skin = presence::skin_share(&crop, &m.align);
+            if let Some(cut) = m.periocular {
+                crate::face::periocular::grey_below(&mut crop, &m.align, cut);
+            }
             crops.push((out.len(), crop));
             out.push(d);
         }

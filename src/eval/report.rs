@@ -34,6 +34,9 @@ pub struct Options {
     /// Restrict every protocol to the pairs of these folds (0-based) and
     /// their people (None: all ten folds).
     pub folds: Option<Vec<usize>>,
+    /// Evaluate periocular crops (grey below this many IODs under the eyes)
+    /// instead of whole faces, for every condition (None: whole faces).
+    pub periocular: Option<f32>,
     /// The command line, for the report.
     pub command: String,
 }
@@ -76,7 +79,10 @@ pub fn extract_all(o: &Options) -> Result<(Data, Model, String), EvalError> {
         o.threads,
         o.detect_max_side,
     )?;
-    let model = Model::load(&o.models, &o.bundle)?;
+    let mut model = Model::load(&o.models, &o.bundle)?;
+    if let Some(cut) = o.periocular {
+        model = model.with_periocular(cut);
+    }
     let renderers: Vec<Renderer> = o
         .masks
         .iter()

@@ -12,5 +12,6 @@ pub mod draw;
 pub mod embed;
 pub mod imageio;
 pub mod mask;
+pub mod periocular;
 pub mod pipeline;
 pub mod presence;

@@ -86,6 +86,7 @@ pub fn random_snapshot(n: usize, dim: usize, per_user: usize, seed: u64) -> Snap
     });
     Snapshot {
         matrix: Arc::new(m),
+        periocular: Arc::new(Matrix::empty(dim)),
         users: Arc::new(UserTable::from_users(&users)),
     }
 }
@@ -255,6 +256,7 @@ pub fn bench_scan(cfg: &BenchConfig) -> String {
                 k: 5,
                 threads,
                 kernel: Some(kernel),
+                ..Default::default()
             };
             let q = &query;
             let s = &snap;
@@ -451,6 +453,7 @@ pub fn measure_enrol_stall(
         k: 5,
         threads: 1,
         kernel: None,
+        ..Default::default()
     };
     // idle baseline
     let mut idle = Vec::new();

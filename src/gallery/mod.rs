@@ -31,7 +31,7 @@ pub use export::{ExportData, ImportMode, ImportReport, EXPORT_MAGIC, EXPORT_VERS
 pub use scan::{Match, Matrix, QuantizedMatrix, SearchOptions, Snapshot, UserTable};
 pub use simd::{Kernel, KernelKind};
 pub use store::{GalleryInfo, OpenMode, Store, StoreOptions, SCHEMA_VERSION};
-pub use types::{l2_normalized, Condition, Counts, ModelId, NewTemplate, Template, User};
+pub use types::{l2_normalized, Condition, Counts, ModelId, NewTemplate, Space, Template, User};
 
 /// A gallery: durable store plus the in-memory scan snapshot.
 pub struct Gallery {
@@ -94,6 +94,7 @@ impl Gallery {
         let old = self.snapshot.load_full();
         self.snapshot.store(Arc::new(Snapshot {
             matrix: old.matrix.clone(),
+            periocular: old.periocular.clone(),
             users: Arc::new(old.users.with_user(&u)),
         }));
         Ok(u)
@@ -107,6 +108,7 @@ impl Gallery {
         if let Some(idx) = old.users.index_of(name) {
             self.snapshot.store(Arc::new(Snapshot {
                 matrix: old.matrix.clone(),
+                periocular: old.periocular.clone(),
                 users: Arc::new(old.users.with_enabled(idx, enabled)),
             }));
         }
@@ -120,9 +122,11 @@ impl Gallery {
         let old = self.snapshot.load_full();
         if let Some(idx) = old.users.index_of(name) {
             let (users, map) = old.users.without(idx);
-            let matrix = old.matrix.retained(|_, u| u != idx, |u| map[u as usize]);
+            let keep = |_: u64, u: u32| u != idx;
+            let remap = |u: u32| map[u as usize];
             self.snapshot.store(Arc::new(Snapshot {
-                matrix: Arc::new(matrix),
+                matrix: Arc::new(old.matrix.retained(keep, remap)),
+                periocular: Arc::new(old.periocular.retained(keep, remap)),
                 users: Arc::new(users),
             }));
         }
@@ -141,17 +145,28 @@ impl Gallery {
         let _g = self.lock();
         let added = self.store.add_templates(batch)?;
         let old = self.snapshot.load_full();
-        let rows: Vec<(u64, u32, &[f32])> = added
-            .iter()
-            .filter_map(|t| {
-                old.users
-                    .index_of(&t.user)
-                    .map(|u| (t.id, u, t.embedding.as_slice()))
-            })
-            .collect();
-        let matrix = old.matrix.appended(rows.into_iter());
+        let rows = |space: Space| -> Vec<(u64, u32, &[f32])> {
+            added
+                .iter()
+                .filter(|t| t.condition.space() == space)
+                .filter_map(|t| {
+                    old.users
+                        .index_of(&t.user)
+                        .map(|u| (t.id, u, t.embedding.as_slice()))
+                })
+                .collect()
+        };
+        let grow = |m: &Arc<Matrix>, space: Space| {
+            let r = rows(space);
+            if r.is_empty() {
+                m.clone()
+            } else {
+                Arc::new(m.appended(r.into_iter()))
+            }
+        };
         self.snapshot.store(Arc::new(Snapshot {
-            matrix: Arc::new(matrix),
+            matrix: grow(&old.matrix, Space::Face),
+            periocular: grow(&old.periocular, Space::Periocular),
             users: old.users.clone(),
         }));
         Ok(added)
@@ -162,9 +177,20 @@ impl Gallery {
         let _g = self.lock();
         let t = self.store.remove_template(id)?;
         let old = self.snapshot.load_full();
-        let matrix = old.matrix.retained(|i, _| i != id, |u| u);
+        let keep = |i: u64, _: u32| i != id;
+        let (matrix, periocular) = match t.condition.space() {
+            Space::Face => (
+                Arc::new(old.matrix.retained(keep, |u| u)),
+                old.periocular.clone(),
+            ),
+            Space::Periocular => (
+                old.matrix.clone(),
+                Arc::new(old.periocular.retained(keep, |u| u)),
+            ),
+        };
         self.snapshot.store(Arc::new(Snapshot {
-            matrix: Arc::new(matrix),
+            matrix,
+            periocular,
             users: old.users.clone(),
         }));
         Ok(t)

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::error::{GalleryError, Result};
 use super::simd::{AlignedF32, AlignedI8, Kernel};
-use super::types::{Template, User};
+use super::types::{Space, Template, User};
 
 /// Rows scored per block before the scores are folded into per-user maxima
 /// (keeps the score buffer in L1).
@@ -362,6 +362,8 @@ pub struct SearchOptions {
     pub threads: usize,
     /// Kernel; `None` = best available.
     pub kernel: Option<Kernel>,
+    /// Whole-face or periocular templates.
+    pub space: Space,
 }
 
 impl Default for SearchOptions {
@@ -370,6 +372,7 @@ impl Default for SearchOptions {
             k: 5,
             threads: 0,
             kernel: None,
+            space: Space::Face,
         }
     }
 }
@@ -377,8 +380,12 @@ impl Default for SearchOptions {
 /// Immutable view used by searches; replaced atomically on every change.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    /// The template matrix (shared between snapshots that differ only in users).
+    /// The whole-face template matrix (shared between snapshots that differ
+    /// only in users).
     pub matrix: Arc<Matrix>,
+    /// The periocular templates ([`Condition::Periocular`]), scanned only
+    /// for periocular probes.
+    pub periocular: Arc<Matrix>,
     /// The users.
     pub users: Arc<UserTable>,
 }
@@ -388,33 +395,46 @@ impl Snapshot {
     /// skipped (cannot happen with a consistent store).
     pub fn build(dim: usize, users: &[User], templates: &[Template]) -> Self {
         let table = UserTable::from_users(users);
-        let rows: Vec<(u64, u32, &[f32])> = templates
-            .iter()
-            .filter_map(|t| {
-                table
-                    .index_of(&t.user)
-                    .map(|u| (t.id, u, t.embedding.as_slice()))
-            })
-            .collect();
+        let rows = |space: Space| -> Vec<(u64, u32, &[f32])> {
+            templates
+                .iter()
+                .filter(|t| t.condition.space() == space)
+                .filter_map(|t| {
+                    table
+                        .index_of(&t.user)
+                        .map(|u| (t.id, u, t.embedding.as_slice()))
+                })
+                .collect()
+        };
         Snapshot {
-            matrix: Arc::new(Matrix::from_rows(dim, rows.into_iter())),
+            matrix: Arc::new(Matrix::from_rows(dim, rows(Space::Face).into_iter())),
+            periocular: Arc::new(Matrix::from_rows(dim, rows(Space::Periocular).into_iter())),
             users: Arc::new(table),
         }
     }
 
-    /// Number of templates.
+    /// Number of templates (both matrices).
     pub fn len(&self) -> usize {
-        self.matrix.rows()
+        self.matrix.rows() + self.periocular.rows()
     }
 
     /// `true` without templates.
     pub fn is_empty(&self) -> bool {
-        self.matrix.rows() == 0
+        self.len() == 0
     }
 
-    /// Top-k users by best template similarity; disabled users are excluded.
+    /// The matrix of `space`.
+    pub fn matrix_of(&self, space: Space) -> &Matrix {
+        match space {
+            Space::Face => &self.matrix,
+            Space::Periocular => &self.periocular,
+        }
+    }
+
+    /// Top-k users by best template similarity in `opts.space`; disabled
+    /// users are excluded.
     pub fn search(&self, query: &[f32], opts: &SearchOptions) -> Result<Vec<Match>> {
-        let m = &*self.matrix;
+        let m = self.matrix_of(opts.space);
         if query.len() != m.dim() {
             return Err(GalleryError::InvalidQuery(format!(
                 "query has {} values, the gallery needs {}",
@@ -431,7 +451,7 @@ impl Snapshot {
         let kernel = opts.kernel.unwrap_or_else(Kernel::best);
         let threads = effective_threads(opts.threads, m.rows());
         let best = if threads <= 1 {
-            self.best_per_user(kernel, query, 0, m.rows())
+            self.best_per_user(m, kernel, query, 0, m.rows())
         } else {
             let chunk = m.rows().div_ceil(threads);
             let parts: Vec<Vec<(f32, u32)>> = std::thread::scope(|s| {
@@ -439,7 +459,7 @@ impl Snapshot {
                     .map(|t| {
                         let start = (t * chunk).min(m.rows());
                         let end = ((t + 1) * chunk).min(m.rows());
-                        s.spawn(move || self.best_per_user(kernel, query, start, end))
+                        s.spawn(move || self.best_per_user(m, kernel, query, start, end))
                     })
                     .collect();
                 handles
@@ -487,12 +507,12 @@ impl Snapshot {
     /// Best (score, row) per user over rows `start..end`; row = u32::MAX if none.
     fn best_per_user(
         &self,
+        m: &Matrix,
         kernel: Kernel,
         query: &[f32],
         start: usize,
         end: usize,
     ) -> Vec<(f32, u32)> {
-        let m = &*self.matrix;
         let enabled = &self.users.enabled;
         let uidx = m.user_indices();
         let mut best = vec![(f32::NEG_INFINITY, u32::MAX); self.users.len()];
@@ -590,6 +610,7 @@ mod tests {
                         k: 5,
                         threads,
                         kernel: None,
+                        ..Default::default()
                     },
                 )
                 .unwrap();

@@ -39,6 +39,10 @@ pub enum Condition {
     Masked,
     /// Mask rendered synthetically onto an unmasked capture.
     SyntheticMasked,
+    /// Periocular crop (the face greyed below the eyes) of an unmasked
+    /// capture: compared only with periocular probes (masked faces), in its
+    /// own scan matrix ([`crate::face::periocular`]).
+    Periocular,
 }
 
 impl Condition {
@@ -47,6 +51,15 @@ impl Condition {
             Condition::Unmasked => 0,
             Condition::Masked => 1,
             Condition::SyntheticMasked => 2,
+            Condition::Periocular => 3,
+        }
+    }
+
+    /// The scan matrix templates of this condition live in.
+    pub fn space(self) -> Space {
+        match self {
+            Condition::Periocular => Space::Periocular,
+            _ => Space::Face,
         }
     }
 
@@ -55,11 +68,22 @@ impl Condition {
             0 => Ok(Condition::Unmasked),
             1 => Ok(Condition::Masked),
             2 => Ok(Condition::SyntheticMasked),
+            3 => Ok(Condition::Periocular),
             other => Err(GalleryError::Corrupt(format!(
                 "unknown condition code {other}"
             ))),
         }
     }
+}
+
+/// Which embeddings a probe is compared with: whole faces (every condition
+/// but periocular) or periocular crops. Scores of the two are never mixed:
+/// each has its own thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Space {
+    #[default]
+    Face,
+    Periocular,
 }
 
 /// An enrolled person.

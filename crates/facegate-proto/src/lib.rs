@@ -212,6 +212,10 @@ pub struct UserInfo {
     pub unmasked: usize,
     pub masked: usize,
     pub synthetic_masked: usize,
+    /// Periocular templates (compared with masked probes; 0 from daemons
+    /// older than this field).
+    #[serde(default)]
+    pub periocular: usize,
 }
 
 /// The daemon's state.
@@ -233,6 +237,10 @@ pub struct StatusInfo {
     /// Thresholds in use (None: uncalibrated and not configured).
     pub threshold_unmasked: Option<f32>,
     pub threshold_masked: Option<f32>,
+    /// Masked probes are compared as periocular crops at this threshold
+    /// (None: whole faces, at `threshold_masked`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_periocular: Option<f32>,
     pub clients: usize,
     pub subscribers: usize,
     /// The optional second (IR) camera (`[camera.ir]`), absent when not configured.
@@ -255,6 +263,10 @@ pub struct EnrollReport {
     pub user: String,
     pub unmasked: usize,
     pub synthetic_masked: usize,
+    /// Periocular templates stored (one per accepted capture when the
+    /// embedder is calibrated for periocular comparison).
+    #[serde(default)]
+    pub periocular: usize,
     /// Inputs rejected by the quality checks, with the reason.
     pub rejected: Vec<String>,
 }
