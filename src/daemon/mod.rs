@@ -224,20 +224,15 @@ pub struct Checked {
     pub warnings: Vec<String>,
 }
 
+/// A bundle and what its signature is.
+pub type SignedBundle = (Bundle, bundle::sign::Status);
+
 /// Open the configured detector and embedder bundles as the daemon does:
 /// signatures checked against `[models] trusted_keys` / `allow_unsigned`
 /// (docs/SIGNING.md), then the models against their manifests. Logs each
 /// bundle's signature; one not signed by a trusted key (admitted by
 /// `allow_unsigned`) is a warning.
-pub fn open_bundles(
-    cfg: &Config,
-) -> Result<
-    (
-        (Bundle, bundle::sign::Status),
-        (Bundle, bundle::sign::Status),
-    ),
-    DaemonError,
-> {
+pub fn open_bundles(cfg: &Config) -> Result<(SignedBundle, SignedBundle), DaemonError> {
     let dir = cfg
         .models
         .dir
