@@ -53,7 +53,11 @@ fn the_packaged_config_requires_bundles_signed_by_the_package_key() {
     assert!(e.contains("models.trusted_keys[0]"), "{e}");
     let key = facegate::bundle::sign::public_key(&[5; 32]);
     let c = config::parse(&text.replace("@TRUSTED_KEY@", &key.to_string())).unwrap();
-    assert_eq!(c.models.allow_unsigned, Some(false), "stated, not defaulted");
+    assert_eq!(
+        c.models.allow_unsigned,
+        Some(false),
+        "stated, not defaulted"
+    );
     let p = c.models.trust_policy().unwrap();
     assert_eq!(p.trusted_keys, vec![key]);
     assert!(!p.allow_unsigned);
