@@ -4,6 +4,7 @@
   models/sign [--key PATH] bundle BUNDLE ...      sign bundle folders
   models/sign [--key PATH] pubkey                 print the public key (ed25519:<base64>)
   models/sign verify [--trusted-key K ...] BUNDLE ...
+                                                  (with --trusted-key: fails unless signed by K)
 
 The key: --key PATH, else $FACEGATE_SIGNING_KEY, else
 ~/.config/facegate/signing-key, created on first use (docs/SIGNING.md).
@@ -37,10 +38,15 @@ def main(argv=None) -> int:
         bad = 0
         for d in a.dirs:
             try:
-                print(f"{d}: {verify(d, a.trusted_key)}")
+                st = verify(d, a.trusted_key)
             except ValueError as e:
                 print(f"{d}: INVALID: {e}")
                 bad += 1
+                continue
+            # With --trusted-key, as facegated with allow_unsigned = false.
+            refused = a.trusted_key is not None and not st.startswith("trusted")
+            print(f"{d}: {st}" + (" (REFUSED: not a trusted key)" if refused else ""))
+            bad += refused
         return 1 if bad else 0
     path = a.key or default_key_path()
     try:
