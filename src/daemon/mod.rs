@@ -246,6 +246,11 @@ pub fn open_bundles(cfg: &Config) -> Result<(SignedBundle, SignedBundle), Daemon
             .map_err(|e| DaemonError::Models(e.to_string()))?;
         match st {
             bundle::sign::Status::Trusted(_) => log::info!("{role} bundle {}: {st}", b.name()),
+            // A development machine: nothing to verify against.
+            _ if policy.trusted_keys.is_empty() => log::info!(
+                "{role} bundle {}: {st}; signatures not enforced (no [models] trusted_keys; docs/SIGNING.md)",
+                b.name()
+            ),
             _ => log::warn!(
                 "{role} bundle {}: {st}, loaded because models.allow_unsigned (docs/SIGNING.md)",
                 b.name()
