@@ -4,7 +4,10 @@
 //! in a git-ignored folder (`models/out/bundles/<name>/`). Opening a bundle
 //! checks the manifest, the size and the sha256 of the model file, so a
 //! missing, truncated or tampered model is refused with a clear error before
-//! any inference engine sees it.
+//! any inference engine sees it. [`sign`] checks a bundle's signature
+//! (`manifest.sig`) against the keys a daemon trusts ([`Bundle::open_trusted`]).
+
+pub mod sign;
 
 use std::fmt;
 use std::fs;
@@ -13,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+use sign::{SignError, Status, TrustPolicy};
 
 /// The manifest schema this build reads.
 pub const SCHEMA: u32 = 1;
@@ -51,6 +56,12 @@ pub enum BundleError {
         path: PathBuf,
         expected: String,
         actual: String,
+    },
+    #[error("bundle {dir}: {source}")]
+    Signature {
+        dir: PathBuf,
+        #[source]
+        source: SignError,
     },
     #[error("bundle {name} is a {found} model, but a {expected} model is needed here")]
     Kind {
@@ -307,6 +318,10 @@ pub struct Bundle {
     pub dir: PathBuf,
     pub manifest: Manifest,
     model: Vec<u8>,
+    /// The manifest's bytes as read and parsed: what a signature covers.
+    manifest_bytes: Vec<u8>,
+    /// `manifest.sig`'s text, when there is one.
+    signature: Option<String>,
 }
 
 impl fmt::Debug for Bundle {
@@ -336,16 +351,83 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     s
 }
 
+/// `dir/manifest.sig`'s text, None when there is no such file.
+fn read_signature(dir: &Path) -> Result<Option<String>, BundleError> {
+    let path = dir.join(sign::SIG_FILE);
+    let file = match fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    let mut bytes = Vec::new();
+    file.take(sign::MAX_SIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err(&path))?;
+    let bad = |m: String| BundleError::Signature {
+        dir: dir.to_path_buf(),
+        source: SignError::Malformed(m),
+    };
+    if bytes.len() as u64 > sign::MAX_SIG_BYTES {
+        return Err(bad(format!("larger than {} bytes", sign::MAX_SIG_BYTES)));
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| bad("not UTF-8 text".into()))
+}
+
 impl Bundle {
-    /// Open `dir`, parse its manifest, read the model and verify size and sha256.
+    /// Open `dir`, parse its manifest, read the model and verify size and
+    /// sha256. The signature is not checked (see [`Bundle::open_trusted`]);
+    /// [`Bundle::signature_status`] reports it.
     pub fn open(dir: impl AsRef<Path>) -> Result<Bundle, BundleError> {
-        let dir = dir.as_ref();
+        Bundle::open_inner(dir.as_ref(), None).map(|(b, _)| b)
+    }
+
+    /// Open `dir` as the daemon does: the signature is checked against
+    /// `policy` first (on the very manifest bytes that are then parsed), then
+    /// the model against the manifest. Returns what the signature is.
+    pub fn open_trusted(
+        dir: impl AsRef<Path>,
+        policy: &TrustPolicy,
+    ) -> Result<(Bundle, Status), BundleError> {
+        let (b, st) = Bundle::open_inner(dir.as_ref(), Some(policy))?;
+        Ok((b, st.unwrap_or(Status::Unsigned)))
+    }
+
+    /// [`Bundle::open_trusted`] on the bundle called `name` under `models_dir/bundles/`.
+    pub fn open_named_trusted(
+        models_dir: &Path,
+        name: &str,
+        policy: &TrustPolicy,
+    ) -> Result<(Bundle, Status), BundleError> {
+        Bundle::open_trusted(Bundle::named_dir(models_dir, name)?, policy)
+    }
+
+    fn open_inner(
+        dir: &Path,
+        policy: Option<&TrustPolicy>,
+    ) -> Result<(Bundle, Option<Status>), BundleError> {
         let mpath = dir.join("manifest.toml");
         if !mpath.exists() {
             return Err(BundleError::Missing(dir.to_path_buf()));
         }
-        let text = fs::read_to_string(&mpath).map_err(io_err(&mpath))?;
-        let manifest = Manifest::parse(&text).map_err(|message| BundleError::Manifest {
+        let manifest_bytes = fs::read(&mpath).map_err(io_err(&mpath))?;
+        let signature = read_signature(dir)?;
+        let status = match policy {
+            Some(p) => Some(
+                p.verify(&manifest_bytes, signature.as_deref())
+                    .map_err(|source| BundleError::Signature {
+                        dir: dir.to_path_buf(),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
+        let text = std::str::from_utf8(&manifest_bytes).map_err(|_| BundleError::Manifest {
+            path: mpath.clone(),
+            message: "not UTF-8 text".into(),
+        })?;
+        let manifest = Manifest::parse(text).map_err(|message| BundleError::Manifest {
             path: mpath.clone(),
             message,
         })?;
@@ -374,19 +456,37 @@ impl Bundle {
             });
         }
         log::debug!("bundle {} verified ({} bytes)", manifest.name, model.len());
-        Ok(Bundle {
+        let bundle = Bundle {
             dir: dir.to_path_buf(),
             manifest,
             model,
-        })
+            manifest_bytes,
+            signature,
+        };
+        Ok((bundle, status))
+    }
+
+    fn named_dir(models_dir: &Path, name: &str) -> Result<PathBuf, BundleError> {
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(BundleError::Missing(PathBuf::from(name)));
+        }
+        Ok(models_dir.join("bundles").join(name))
     }
 
     /// Open the bundle called `name` under `models_dir/bundles/`.
     pub fn open_named(models_dir: &Path, name: &str) -> Result<Bundle, BundleError> {
-        if name.is_empty() || name.contains('/') || name.starts_with('.') {
-            return Err(BundleError::Missing(PathBuf::from(name)));
-        }
-        Bundle::open(models_dir.join("bundles").join(name))
+        Bundle::open(Bundle::named_dir(models_dir, name)?)
+    }
+
+    /// What this bundle's signature is with `trusted_keys` trusted (the
+    /// policy not applied): for reports. A malformed or non-verifying
+    /// signature is an error.
+    pub fn signature_status(&self, trusted_keys: &[sign::PublicKey]) -> Result<Status, SignError> {
+        let p = TrustPolicy {
+            trusted_keys: trusted_keys.to_vec(),
+            allow_unsigned: true,
+        };
+        p.status(&self.manifest_bytes, self.signature.as_deref())
     }
 
     /// Open and require a kind.

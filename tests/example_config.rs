@@ -1,5 +1,6 @@
 //! The shipped example config (examples/config.toml) parses, carries the
-//! format version, and states the defaults truthfully.
+//! format version, and states the defaults truthfully; the packaged config
+//! (packaging/config.toml) requires signed bundles.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
 use facegate::daemon::config::{self, Config, CONFIG_VERSION};
@@ -41,4 +42,23 @@ fn an_unknown_version_is_refused() {
     let e = config::parse("version = 2\n").unwrap_err().to_string();
     assert!(e.contains("version 2 is not supported"), "{e}");
     assert_eq!(config::parse("").unwrap().version, None);
+}
+
+#[test]
+fn the_packaged_config_requires_bundles_signed_by_the_package_key() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/config.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    // scripts/package puts the signing key in; left out, the file is refused.
+    let e = config::parse(&text).unwrap_err().to_string();
+    assert!(e.contains("models.trusted_keys[0]"), "{e}");
+    let key = facegate::bundle::sign::public_key(&[5; 32]);
+    let c = config::parse(&text.replace("@TRUSTED_KEY@", &key.to_string())).unwrap();
+    assert_eq!(
+        c.models.allow_unsigned,
+        Some(false),
+        "stated, not defaulted"
+    );
+    let p = c.models.trust_policy().unwrap();
+    assert_eq!(p.trusted_keys, vec![key]);
+    assert!(!p.allow_unsigned);
 }

@@ -30,7 +30,9 @@ def code_version(repo: Path) -> str:
 
 
 def write(out: Path, name: str, bb: Backbone, model: Path, precision: str,
-          training: dict, extra_prov: dict | None = None) -> Path:
+          training: dict, extra_prov: dict | None = None, key=None) -> Path:
+    """Write bundle `name` under `out`/bundles; signed (manifest.sig) with
+    `key`, a facegate_sign private key, when given."""
     d = out / "bundles" / name
     d.mkdir(parents=True, exist_ok=True)
     if model.resolve() != (d / "model.onnx").resolve():
@@ -48,6 +50,10 @@ def write(out: Path, name: str, bb: Backbone, model: Path, precision: str,
     doc["thresholds"] = {"status": "uncalibrated",
                          "note": "trained model: run facegate eval lfw --folds on its held-out folds to calibrate"}
     mf.write(d / "manifest.toml", doc)
+    (d / "manifest.sig").unlink(missing_ok=True)  # it signed the previous manifest
+    if key is not None:
+        import facegate_sign
+        facegate_sign.sign_bundle(d, key)
     return d
 
 

@@ -14,7 +14,8 @@ Steps, each cached by key and timed (wall seconds in <run>/timings.json):
               the self-restrained triplet loss)
   export      per split: graph surgery (backbone + adapter = one ONNX),
               checked against the numpy reference; int8 like the default
-              bundle; bundles into <out>/bundles/
+              bundle; bundles into <out>/bundles/, signed with the
+              workstation key (--key PATH, --no-sign; docs/SIGNING.md)
 Evaluation is `facegate eval lfw --models <out> --bundle NAME --folds 1-5`
 (docs/TRAINING.md).
 """
@@ -74,8 +75,21 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--margin", type=float, default=2.0)
     ap.add_argument("--keep", type=float, default=1.0)
+    ap.add_argument("--key", type=Path, default=None,
+                    help="signing key for the trained bundles (docs/SIGNING.md; default "
+                         "$FACEGATE_SIGNING_KEY or ~/.config/facegate/signing-key, made on first use)")
+    ap.add_argument("--no-sign", action="store_true", help="leave the trained bundles unsigned")
     ap.add_argument("--limit-people", type=int, default=0, help="(tests) use only the first N training people")
     a = ap.parse_args(argv)
+    # The signing key first: a bad key fails now, not after the training.
+    key = None
+    if not a.no_sign:
+        import facegate_sign
+        try:
+            key = facegate_sign.load_key(a.key or facegate_sign.default_key_path(), log=log)
+        except facegate_sign.KeyError_ as e:
+            raise SystemExit(f"train: {e}")
+        log(f"trained bundles are signed by {facegate_sign.public_key_string(key)}")
 
     timings: dict[str, float] = {}
     t = time.time()
@@ -159,7 +173,7 @@ def main(argv=None) -> int:
             "epochs": a.epochs, "lr": a.lr, "margin": a.margin, "keep": a.keep,
             "code": code,
         }
-        d = bundle.write(a.out, name, bb, fp32, "fp32", training)
+        d = bundle.write(a.out, name, bb, fp32, "fp32", training, key=key)
         made.append(d.name)
         timings[f"export {sp.name} fp32"] = time.time() - t
         log(f"bundle {d} (onnx vs numpy max diff {err:.2e})")
@@ -174,7 +188,8 @@ def main(argv=None) -> int:
             cos = float((qi * got).sum(1).mean())
             d8 = bundle.write(a.out, f"{name}-int8", bb, q, "int8", training,
                               {"quantised_with": desc,
-                               "calibration": f"96 training crops of split {sp.name} (masked and unmasked)"})
+                               "calibration": f"96 training crops of split {sp.name} (masked and unmasked)"},
+                              key=key)
             made.append(d8.name)
             timings[f"export {sp.name} int8"] = time.time() - t
             log(f"bundle {d8} (int8 vs fp32 mean cosine {cos:.4f})")

@@ -73,23 +73,25 @@ fn run(args: Args) -> Result<ExitCode> {
     let cfg = daemon::load_config(&path, must_exist, &o)
         .with_context(|| format!("configuration {}", path.display()))?;
     if args.check_config {
-        let warnings = daemon::check(&cfg)?;
+        let checked = daemon::check(&cfg)?;
         println!("{cfg:#?}");
-        for w in &warnings {
+        for b in &checked.bundles {
+            println!("bundle {b}");
+        }
+        for w in &checked.warnings {
             println!("warning: {w}");
         }
         println!("configuration OK");
         return Ok(ExitCode::SUCCESS);
     }
     if args.self_test {
-        daemon::check(&cfg)?;
+        let checked = daemon::check(&cfg)?;
+        for b in &checked.bundles {
+            log::info!("self-test: bundle {b}");
+        }
         daemon::apply_cpu_policy(&cfg)?;
-        let models = cfg
-            .models
-            .dir
-            .clone()
-            .unwrap_or_else(facegate::bundle::default_models_dir);
-        let b = facegate::bundle::Bundle::open_named(&models, &cfg.models.embedder)?;
+        // The embedder as the daemon opens it (signature, then model).
+        let ((_, _), (b, _)) = daemon::open_bundles(&cfg)?;
         let e = facegate::face::embed::TractEmbedder::from_bundle(&b, &Default::default())?;
         // One embedding on the daemon's inference thread: the kernels the
         // daemon will run, run once, where the daemon runs them.

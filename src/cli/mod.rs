@@ -51,8 +51,13 @@ pub(crate) enum Cmd {
     Embed(EmbedArgs),
     /// Print the cosine similarity of every pair of aligned face crops as a table.
     Compare(CompareArgs),
-    /// List the model bundles and verify each one (manifest, size, sha256).
-    Models,
+    /// List the model bundles and verify each one (manifest, size, sha256,
+    /// signature).
+    ///
+    /// With --config or --trusted-key, also say whether facegated would
+    /// load each bundle under that signature policy (docs/SIGNING.md); a
+    /// bundle it would refuse then fails. Exit status 1 when any bundle fails.
+    Models(models::ModelsArgs),
     /// Show which instruction sets and matrix kernels tract uses on this
     /// machine (nothing runs), and the signal-stack sizes (docs/AMX.md).
     Cpu,
@@ -109,7 +114,7 @@ pub fn main() -> ExitCode {
         Cmd::Align(a) => face::align_cmd(&models, a),
         Cmd::Mask(a) => face::mask_cmd(&models, a),
         Cmd::Compare(a) => face::compare(&models, a),
-        Cmd::Models => models::list_models(&models),
+        Cmd::Models(a) => models::list_models(&models, &a),
         Cmd::Bench(BenchCmd::Embed(a)) => bench::bench_embed(&models, a),
         Cmd::Bench(BenchCmd::EmbedWorker(a)) => bench::bench_worker(&models, a),
         Cmd::Bench(BenchCmd::Scan(a)) => bench::bench_scan(a),

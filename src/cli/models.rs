@@ -1,10 +1,51 @@
 //! `facegate models` and `facegate cpu`: the bundles and the CPU features in use.
 
 use crate::bench;
+use crate::bundle::sign::{PublicKey, Status, TrustPolicy};
 use crate::bundle::{self, Bundle, Kind};
-use anyhow::Result;
-use std::path::Path;
+use anyhow::{Context, Result};
+use clap::Args;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+#[derive(Args)]
+pub(crate) struct ModelsArgs {
+    /// Judge signatures by this facegated config's [models] trusted_keys and
+    /// allow_unsigned (e.g. /etc/facegate/config.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Trust this public key ("ed25519:<base64>", as `models/sign pubkey`
+    /// prints it) and require signatures; repeatable. Added to --config's keys.
+    #[arg(long = "trusted-key", value_name = "KEY")]
+    trusted_keys: Vec<String>,
+}
+
+/// The policy asked for on the command line, None when none was.
+fn policy(a: &ModelsArgs) -> Result<Option<TrustPolicy>> {
+    let mut p = match &a.config {
+        Some(path) => crate::daemon::config::load(path, true)?
+            .models
+            .trust_policy()
+            .with_context(|| path.display().to_string())?,
+        None if a.trusted_keys.is_empty() => return Ok(None),
+        None => TrustPolicy::default(),
+    };
+    for k in &a.trusted_keys {
+        let k: PublicKey = k.parse().map_err(anyhow::Error::msg)?;
+        p.trusted_keys.push(k);
+    }
+    Ok(Some(p))
+}
+
+/// The signature column: who signed, and (with a policy) whether trusted.
+fn signature_cell(st: &Status, judged: bool) -> String {
+    match (st, judged) {
+        (Status::Unsigned, _) => "unsigned".into(),
+        (Status::Trusted(k), _) => format!("trusted {}…", k.short()),
+        (Status::Untrusted(k), true) => format!("UNTRUSTED {}…", k.short()),
+        (Status::Untrusted(k), false) => format!("signed {}…", k.short()),
+    }
+}
 
 pub(crate) fn cpu_report() -> Result<ExitCode> {
     let r = crate::cpu::kernel_report();
@@ -25,13 +66,33 @@ pub(crate) fn cpu_report() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn list_models(models: &Path) -> Result<ExitCode> {
+pub(crate) fn list_models(models: &Path, a: &ModelsArgs) -> Result<ExitCode> {
+    let policy = policy(a)?;
     let names = bundle::list(models)?;
     let mut rows = Vec::new();
     let mut bad = 0;
+    let keys = policy
+        .as_ref()
+        .map(|p| p.trusted_keys.clone())
+        .unwrap_or_default();
     for n in &names {
-        match Bundle::open_named(models, n) {
-            Ok(b) => {
+        // Integrity first (manifest, size, sha256), then the signature: a
+        // signature that does not verify fails; with a policy, so does a
+        // bundle that facegated would refuse.
+        let opened = Bundle::open_named(models, n).and_then(|b| {
+            let st =
+                b.signature_status(&keys)
+                    .map_err(|source| bundle::BundleError::Signature {
+                        dir: b.dir.clone(),
+                        source,
+                    })?;
+            if let Some(p) = &policy {
+                Bundle::open_named_trusted(models, n, p)?;
+            }
+            Ok((b, st))
+        });
+        match opened {
+            Ok((b, st)) => {
                 let m = &b.manifest;
                 let thr = match (m.kind, m.calibrated_thresholds()) {
                     (Kind::Detector, _) => "-".to_string(),
@@ -45,6 +106,7 @@ pub(crate) fn list_models(models: &Path) -> Result<ExitCode> {
                     format!("{:.1}", m.model.bytes as f64 / 1e6),
                     m.model.sha256[..12].to_string(),
                     thr,
+                    signature_cell(&st, policy.is_some()),
                     "ok".into(),
                 ]);
             }
@@ -57,12 +119,24 @@ pub(crate) fn list_models(models: &Path) -> Result<ExitCode> {
                     "?".into(),
                     "?".into(),
                     "?".into(),
+                    "?".into(),
                     e.to_string(),
                 ]);
             }
         }
     }
     println!("models in {}", models.display());
+    if let Some(p) = &policy {
+        println!(
+            "signature policy: {} trusted key(s), {}",
+            p.trusted_keys.len(),
+            if p.allow_unsigned {
+                "unsigned or untrusted bundles allowed"
+            } else {
+                "a trusted signature required"
+            }
+        );
+    }
     print!(
         "{}",
         bench::table(
@@ -73,6 +147,7 @@ pub(crate) fn list_models(models: &Path) -> Result<ExitCode> {
                 "MB",
                 "sha256",
                 "thresholds",
+                "signature",
                 "check"
             ],
             &rows

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::bundle::sign::{PublicKey, TrustPolicy};
 use crate::source::{PixelFormat, V4l2Config};
 
 /// Default config file.
@@ -71,6 +72,37 @@ pub struct Models {
     /// (issue 12, docs/AMX.md). Applied once at start, before any model is
     /// loaded; a change needs a restart.
     pub amx: bool,
+    /// Public keys (`"ed25519:<base64>"`, as `models/sign pubkey` prints
+    /// them) whose bundle signatures are accepted (docs/SIGNING.md).
+    pub trusted_keys: Vec<String>,
+    /// Also load bundles that are unsigned or signed by a key not listed (a
+    /// signature that does not verify is refused all the same). Unset: true
+    /// while `trusted_keys` is empty (a development machine), false as soon
+    /// as a key is listed. The packaged config sets false.
+    pub allow_unsigned: Option<bool>,
+}
+
+impl Models {
+    /// The signature policy bundles are opened with.
+    pub fn trust_policy(&self) -> Result<TrustPolicy, ConfigError> {
+        let mut keys = Vec::with_capacity(self.trusted_keys.len());
+        for (i, k) in self.trusted_keys.iter().enumerate() {
+            keys.push(
+                k.parse::<PublicKey>()
+                    .map_err(|e| ConfigError::Invalid(format!("models.trusted_keys[{i}]: {e}")))?,
+            );
+        }
+        let allow_unsigned = self.allow_unsigned.unwrap_or(keys.is_empty());
+        if !allow_unsigned && keys.is_empty() {
+            return Err(ConfigError::Invalid(
+                "models.allow_unsigned = false needs models.trusted_keys (no bundle could load): list the public key that signed the bundles (`models/sign pubkey`)".into(),
+            ));
+        }
+        Ok(TrustPolicy {
+            trusted_keys: keys,
+            allow_unsigned,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -230,6 +262,8 @@ impl Default for Models {
             threads: 1,
             detect_max_side: 1280,
             amx: false,
+            trusted_keys: Vec::new(),
+            allow_unsigned: None,
         }
     }
 }
@@ -397,6 +431,7 @@ impl Config {
                 crate::face::detect::MIN_SIDE
             ));
         }
+        self.models.trust_policy()?;
         self.camera.validate("camera")?;
         if let Some(ir) = &self.camera.ir {
             ir.validate("camera.ir")?;
@@ -538,6 +573,22 @@ synthetic_masks = ["surgical"]
     }
 
     #[test]
+    fn listing_a_trusted_key_requires_signatures_unless_allowed() {
+        let key = crate::bundle::sign::public_key(&[3; 32]);
+        let dev = parse("").unwrap().models.trust_policy().unwrap();
+        assert!(dev.allow_unsigned && dev.trusted_keys.is_empty());
+        let c = parse(&format!("[models]\ntrusted_keys = [\"{key}\"]\n")).unwrap();
+        let p = c.models.trust_policy().unwrap();
+        assert_eq!(p.trusted_keys, vec![key]);
+        assert!(!p.allow_unsigned, "a listed key turns enforcement on");
+        let c = parse(&format!(
+            "[models]\ntrusted_keys = [\"{key}\"]\nallow_unsigned = true\n"
+        ))
+        .unwrap();
+        assert!(c.models.trust_policy().unwrap().allow_unsigned);
+    }
+
+    #[test]
     fn optional_ir_camera() {
         let c = parse(
             "[camera]\ndevice = \"/dev/video0\"\n[camera.ir]\ndevice = \"/dev/video2\"\nformat = \"grey\"\nwidth = 340\nheight = 340\n",
@@ -574,6 +625,8 @@ synthetic_masks = ["surgical"]
         assert!(msg("[thresholds]\nmasked = 1.5").contains("thresholds.masked"));
         assert!(msg("[decision]\nmin_frames = 4\nmax_frames = 2").contains("min_frames"));
         assert!(msg("[enroll]\nsynthetic_masks = [\"party-hat\"]").contains("synthetic_masks"));
+        assert!(msg("[models]\ntrusted_keys = [\"AAAA\"]").contains("models.trusted_keys[0]"));
+        assert!(msg("[models]\nallow_unsigned = false").contains("needs models.trusted_keys"));
         assert!(msg("[camra]\nfps = 3").contains("unknown field"));
         assert!(msg("[camera]\nfps = \"fast\"").contains("syntax"));
     }

@@ -220,9 +220,56 @@ pub fn load_config(path: &Path, must_exist: bool, o: &Overrides) -> Result<Confi
     Ok(c)
 }
 
-/// Extra checks for `--check-config`: groups exist, bundles verify,
-/// thresholds are known. Returns warnings.
-pub fn check(cfg: &Config) -> Result<Vec<String>, DaemonError> {
+/// What `--check-config` found besides errors.
+#[derive(Debug, Clone, Default)]
+pub struct Checked {
+    /// One line per bundle: its role, name and signature.
+    pub bundles: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// A bundle and what its signature is.
+pub type SignedBundle = (Bundle, bundle::sign::Status);
+
+/// Open the configured detector and embedder bundles as the daemon does:
+/// signatures checked against `[models] trusted_keys` / `allow_unsigned`
+/// (docs/SIGNING.md), then the models against their manifests. Logs each
+/// bundle's signature; one not signed by a trusted key (admitted by
+/// `allow_unsigned`) is a warning.
+pub fn open_bundles(cfg: &Config) -> Result<(SignedBundle, SignedBundle), DaemonError> {
+    let dir = cfg
+        .models
+        .dir
+        .clone()
+        .unwrap_or_else(bundle::default_models_dir);
+    let policy = cfg.models.trust_policy()?;
+    let open = |role: &str, name: &str, kind: Kind| {
+        let (b, st) = Bundle::open_named_trusted(&dir, name, &policy)
+            .map_err(|e| DaemonError::Models(format!("{role}: {e}")))?;
+        b.expect_kind(kind)
+            .map_err(|e| DaemonError::Models(e.to_string()))?;
+        match st {
+            bundle::sign::Status::Trusted(_) => log::info!("{role} bundle {}: {st}", b.name()),
+            // A development machine: nothing to verify against.
+            _ if policy.trusted_keys.is_empty() => log::info!(
+                "{role} bundle {}: {st}; signatures not enforced (no [models] trusted_keys; docs/SIGNING.md)",
+                b.name()
+            ),
+            _ => log::warn!(
+                "{role} bundle {}: {st}, loaded because models.allow_unsigned (docs/SIGNING.md)",
+                b.name()
+            ),
+        }
+        Ok::<_, DaemonError>((b, st))
+    };
+    let det = open("detector", &cfg.models.detector, Kind::Detector)?;
+    let emb = open("embedder", &cfg.models.embedder, Kind::Embedder)?;
+    Ok((det, emb))
+}
+
+/// Extra checks for `--check-config`: groups exist, bundles verify (and
+/// their signatures), thresholds are known.
+pub fn check(cfg: &Config) -> Result<Checked, DaemonError> {
     let mut warn = Vec::new();
     let acc = SystemAccounts;
     for (k, g) in [
@@ -236,19 +283,17 @@ pub fn check(cfg: &Config) -> Result<Vec<String>, DaemonError> {
             }
         }
     }
-    let dir = cfg
-        .models
-        .dir
-        .clone()
-        .unwrap_or_else(bundle::default_models_dir);
-    let det = Bundle::open_named(&dir, &cfg.models.detector)
-        .map_err(|e| DaemonError::Models(format!("detector: {e}")))?;
-    det.expect_kind(Kind::Detector)
-        .map_err(|e| DaemonError::Models(e.to_string()))?;
-    let emb = Bundle::open_named(&dir, &cfg.models.embedder)
-        .map_err(|e| DaemonError::Models(format!("embedder: {e}")))?;
-    emb.expect_kind(Kind::Embedder)
-        .map_err(|e| DaemonError::Models(e.to_string()))?;
+    let ((det, det_st), (emb, emb_st)) = open_bundles(cfg)?;
+    let mut bundles = Vec::new();
+    for (role, b, st) in [("detector", &det, det_st), ("embedder", &emb, emb_st)] {
+        bundles.push(format!("{role} {}: {st}", b.name()));
+        if !matches!(st, bundle::sign::Status::Trusted(_)) {
+            warn.push(format!(
+                "{role} bundle {} is {st}: loaded only because models.allow_unsigned (never on a deployed device; docs/SIGNING.md)",
+                b.name()
+            ));
+        }
+    }
     let m = manifest_thresholds(&emb);
     if cfg.thresholds.unmasked.or(m.0).is_none() || cfg.thresholds.masked.or(m.1).is_none() {
         warn.push(format!(
@@ -262,7 +307,10 @@ pub fn check(cfg: &Config) -> Result<Vec<String>, DaemonError> {
             cfg.camera.device.display()
         ));
     }
-    Ok(warn)
+    Ok(Checked {
+        bundles,
+        warnings: warn,
+    })
 }
 
 /// Say how masked probes are compared, and who cannot be matched that way
@@ -407,15 +455,10 @@ pub fn open(
     config_must_exist: bool,
 ) -> Result<Arc<Shared>, DaemonError> {
     let t0 = Instant::now();
-    let models = cfg
-        .models
-        .dir
-        .clone()
-        .unwrap_or_else(bundle::default_models_dir);
     let mm = |e: String| DaemonError::Models(e);
     apply_cpu_policy(&cfg).map_err(|e| mm(e.to_string()))?;
     let inference = worker::Inference::new()?;
-    let det_b = Bundle::open_named(&models, &cfg.models.detector).map_err(|e| mm(e.to_string()))?;
+    let ((det_b, _), (emb_b, _)) = open_bundles(&cfg)?;
     let detector = TractDetector::from_bundle(
         &det_b,
         &DetectorOptions {
@@ -425,7 +468,6 @@ pub fn open(
         },
     )
     .map_err(|e| mm(e.to_string()))?;
-    let emb_b = Bundle::open_named(&models, &cfg.models.embedder).map_err(|e| mm(e.to_string()))?;
     let embedder = TractEmbedder::from_bundle(
         &emb_b,
         &EmbedderOptions {
