@@ -631,7 +631,7 @@ pub fn status(sh: &Shared) -> StatusInfo {
         detector: sh.detector_name.clone(),
         threshold_unmasked: tu,
         threshold_masked: tm,
-        clients: sh.active.load(Ordering::SeqCst),
+        clients: super::server::lock(&sh.conns).len(),
         subscribers: lock(&sh.subscribers).len(),
         ir_camera: sh.ir_hub.as_ref().map(|h| {
             let (source, state, frames, reopens) = h.status();
