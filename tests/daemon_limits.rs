@@ -16,7 +16,10 @@
 //! 4. as root only: a daemon whose per-uid cap is `max_clients` (32), so that
 //!    nobody fills the whole pool with idle connections; the PAM helper's
 //!    verify takes the slot of one of them, and once they have idled past
-//!    `busy_client_timeout_ms` a newcomer closes them all.
+//!    `busy_client_timeout_ms` a newcomer closes them all;
+//! 5. as root only: five verifies at once from uid 4242 (no face in view, so
+//!    they overlap): four are served, the fifth is told `busy`
+//!    (`max_requests_per_uid`); five from root are all served.
 //!
 //! Connection counts come from `status` (`clients`, the daemon's table,
 //! status's own connection included); the daemon accepts in arrival order,
@@ -192,7 +195,8 @@ masked = 0.55
         self.verify(user, uid, what, false)
     }
 
-    fn verify(&self, user: &str, uid: Option<u32>, what: &str, deny_ok: bool) -> Duration {
+    /// The PAM helper verifying `user`, as `uid` if given (else as this process).
+    fn helper(&self, user: &str, uid: Option<u32>, timeout_ms: u64) -> Command {
         let exe = match uid {
             // The build folder may be unreadable for another uid (under /root).
             Some(_) => self.p("bin/facegate-unlock"),
@@ -200,13 +204,56 @@ masked = 0.55
         };
         let mut cmd = Command::new(exe);
         cmd.args(["--socket", self.sock().to_str().unwrap()])
-            .args(["--timeout-ms", &PAM_TIMEOUT_MS.to_string(), "-v"])
+            .args(["--timeout-ms", &timeout_ms.to_string(), "-v"])
             .env("PAM_USER", user);
         if let Some(uid) = uid {
             cmd.uid(uid).gid(NOBODY);
         }
+        cmd
+    }
+
+    /// `n` helpers at once; their exit codes (sorted) and what they printed.
+    fn helpers_at_once(&self, user: &str, uid: Option<u32>, n: usize) -> (Vec<i32>, String) {
+        let kids: Vec<Child> = (0..n)
+            .map(|_| {
+                self.helper(user, uid, 3000)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut codes = Vec::new();
+        let mut text = String::new();
+        for k in kids {
+            let out = k.wait_with_output().unwrap();
+            codes.push(out.status.code().unwrap_or(-1));
+            text += &String::from_utf8_lossy(&out.stdout);
+            text += &String::from_utf8_lossy(&out.stderr);
+        }
+        codes.sort_unstable();
+        (codes, text)
+    }
+
+    /// Show `img` to the replay camera instead of the current frame.
+    fn show(&self, img: &Path) {
+        let ext = img.extension().unwrap().to_str().unwrap();
+        let tmp = self.p("show.tmp");
+        std::fs::copy(img, &tmp).unwrap();
+        std::fs::rename(&tmp, self.p(&format!("cam/frame.{ext}"))).unwrap();
+        for e in std::fs::read_dir(self.p("cam")).unwrap() {
+            let e = e.unwrap().path();
+            if e.extension().and_then(|x| x.to_str()) != Some(ext) {
+                std::fs::remove_file(e).unwrap();
+            }
+        }
+        // Let the replay source (10 fps) move on to the new picture.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    fn verify(&self, user: &str, uid: Option<u32>, what: &str, deny_ok: bool) -> Duration {
         let t = Instant::now();
-        let out = cmd.output().unwrap();
+        let out = self.helper(user, uid, PAM_TIMEOUT_MS).output().unwrap();
         let took = t.elapsed();
         let ok: &[i32] = if deny_ok { &[0, 1] } else { &[0] };
         assert!(
@@ -370,8 +417,8 @@ fn idle_connections_of_one_uid_do_not_starve_verify() {
 
     if !rig.root {
         eprintln!(
-            "SKIPPED steps 3 and 4 (another uid's idle connections): they need root to run \
-             processes as uid {NOBODY} and {USER_UID}; this test runs as uid {me}"
+            "SKIPPED steps 3 to 5 (other uids): they need root to run processes as uid \
+             {NOBODY} and {USER_UID}; this test runs as uid {me}"
         );
         eprintln!("verify: baseline {base:?}, under {IDLE} idle connections {same:?}");
         return;
@@ -420,6 +467,16 @@ fn idle_connections_of_one_uid_do_not_starve_verify() {
     std::thread::sleep(past.saturating_sub(t_idle.elapsed()));
     assert_eq!(rig.clients(), 1, "crowded: idle ones closed: {}", rig.log());
     drop(holder);
+
+    // 5. Requests in progress per uid (default 4). With no face in view each
+    //    verify runs to its time budget, so five at once overlap: uid 4242's
+    //    fifth is told `busy`; root (the PAM helper) has no such cap.
+    rig.show(&photo("skimage/coffee.png"));
+    let (codes, text) = rig.helpers_at_once("U", Some(USER_UID), 5);
+    assert_eq!(codes, [1, 1, 1, 1, 5], "{text}");
+    assert!(text.contains("requests in progress"), "{text}");
+    let (codes, text) = rig.helpers_at_once("A", None, 5);
+    assert_eq!(codes, [1; 5], "{text}");
     rig.stop();
     let log = rig.log();
     assert!(log.contains("connection closed after"), "{log}");
