@@ -402,3 +402,47 @@ fn subscribe(sh: &Arc<Shared>, peer: &Peer, conn: u64, mut stream: UnixStream) {
     lock(&sh.subscribers).retain(|(i, _)| *i != id);
     log::info!("uid {} pid {}: subscriber left", peer.uid, peer.pid);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_trickling_client_misses_its_deadline() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        // A frame of 100 bytes announced, then one byte every 20 ms: each
+        // read succeeds well within any per-read timeout.
+        let writer = std::thread::spawn(move || {
+            let _ = b.write_all(&100u32.to_be_bytes());
+            for _ in 0..100 {
+                if b.write_all(b" ").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let t = Instant::now();
+        let mut r = Deadline {
+            stream: &a,
+            until: t + Duration::from_millis(300),
+        };
+        let got = read_frame_bytes(&mut r, 1 << 10);
+        assert!(matches!(got, Err(FrameError::Timeout)), "{got:?}");
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_millis(1000),
+            "{took:?}"
+        );
+        drop(a);
+        writer.join().unwrap();
+        // A frame that arrives in time is read whole.
+        let (a, mut b) = UnixStream::pair().unwrap();
+        b.write_all(&[0, 0, 0, 2, b'{', b'}']).unwrap();
+        let mut r = Deadline {
+            stream: &a,
+            until: Instant::now() + Duration::from_millis(300),
+        };
+        assert_eq!(read_frame_bytes(&mut r, 1 << 10).unwrap(), b"{}");
+    }
+}
