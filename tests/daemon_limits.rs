@@ -396,7 +396,6 @@ fn idle_connections_of_one_uid_do_not_starve_verify() {
     let base = rig.unlock("A", None, "baseline, again");
 
     // 2. 100 idle connections from this uid, then a verify from this uid.
-    let t_idle = Instant::now();
     let idle: Vec<UnixStream> = (0..IDLE)
         .map(|_| UnixStream::connect(rig.sock()).unwrap())
         .collect();
@@ -404,6 +403,8 @@ fn idle_connections_of_one_uid_do_not_starve_verify() {
     // each newcomer closed its longest-idle one; another uid keeps 8.
     let kept = if rig.root { 64 } else { 8 };
     assert_eq!(rig.clients(), kept, "{}", rig.log());
+    // All accepted (in order) before that status: idle since before now.
+    let t_idle = Instant::now();
     let same = rig.verify("A", None, "100 idle connections of the same uid", true);
     if rig.root {
         // The daemon is crowded (64 >= 48): once idle past
@@ -451,12 +452,12 @@ fn idle_connections_of_one_uid_do_not_starve_verify() {
     rig.start();
     // The first decision after a start runs each plan for the first time.
     rig.unlock("A", None, "after the restart, nothing else connected");
-    let t_idle = Instant::now();
     let holder = Holder::new(&rig.sock(), NOBODY, IDLE);
     // Status itself took one of nobody's slots (had the crowded timeout
     // closed nobody's connections instead, it would count 1).
     let (n, status_full) = rig.timed_clients();
     assert_eq!(n, 32, "{}", rig.log());
+    let t_idle = Instant::now();
     let full = rig.verify(
         "A",
         None,
