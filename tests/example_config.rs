@@ -28,6 +28,12 @@ fn the_example_config_states_the_defaults() {
     assert_eq!(c.daemon.socket_mode, d.daemon.socket_mode);
     assert_eq!(c.daemon.max_clients, d.daemon.max_clients);
     assert_eq!(c.daemon.client_timeout_ms, d.daemon.client_timeout_ms);
+    assert_eq!(c.daemon.max_clients_per_uid, d.daemon.max_clients_per_uid);
+    assert_eq!(c.daemon.max_requests_per_uid, d.daemon.max_requests_per_uid);
+    assert_eq!(
+        c.daemon.busy_client_timeout_ms,
+        d.daemon.busy_client_timeout_ms
+    );
     assert_eq!(c.models, d.models);
     assert_eq!(c.camera, d.camera);
     assert_eq!(c.thresholds, d.thresholds);

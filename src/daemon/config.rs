@@ -51,6 +51,15 @@ pub struct Daemon {
     pub max_clients: usize,
     /// A client must send each request within this long.
     pub client_timeout_ms: u64,
+    /// Connections one uid may hold (root: no cap); one more closes the
+    /// uid's longest-idle connection, or is told `busy` (daemon::limits).
+    pub max_clients_per_uid: usize,
+    /// Requests one uid may have in progress (root: no cap); more: `busy`.
+    pub max_requests_per_uid: usize,
+    /// While 3/4 of `max_clients` are connected, a client idle (or slow to
+    /// send its request) this long loses its connection to a newcomer (at
+    /// most `client_timeout_ms`).
+    pub busy_client_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -249,6 +258,9 @@ impl Default for Daemon {
             door_group: None,
             max_clients: 64,
             client_timeout_ms: 5000,
+            max_clients_per_uid: 8,
+            max_requests_per_uid: 4,
+            busy_client_timeout_ms: 1000,
         }
     }
 }
@@ -418,6 +430,20 @@ impl Config {
                 d.client_timeout_ms
             ));
         }
+        for (k, v) in [
+            ("max_clients_per_uid", d.max_clients_per_uid),
+            ("max_requests_per_uid", d.max_requests_per_uid),
+        ] {
+            if !(1..=4096).contains(&v) {
+                return bad(format!("daemon.{k} {v} is not in 1..=4096"));
+            }
+        }
+        if !(10..=600_000).contains(&d.busy_client_timeout_ms) {
+            return bad(format!(
+                "daemon.busy_client_timeout_ms {} is not in 10..=600000",
+                d.busy_client_timeout_ms
+            ));
+        }
         if !(1..=64).contains(&self.models.threads) {
             return bad(format!(
                 "models.threads {} is not in 1..=64",
@@ -540,6 +566,9 @@ state_dir = "/var/lib/facegate"
 admin_group = "wheel"
 door_group = "door"
 max_clients = 32
+max_clients_per_uid = 4
+max_requests_per_uid = 2
+busy_client_timeout_ms = 500
 [models]
 embedder = "facenet-fp32"
 threads = 2
@@ -562,6 +591,14 @@ synthetic_masks = ["surgical"]
         )
         .unwrap();
         assert_eq!(c.daemon.admin_group.as_deref(), Some("wheel"));
+        assert_eq!(
+            (
+                c.daemon.max_clients_per_uid,
+                c.daemon.max_requests_per_uid,
+                c.daemon.busy_client_timeout_ms
+            ),
+            (4, 2, 500)
+        );
         assert_eq!(c.camera.kind, SourceKind::Replay);
         assert_eq!(c.camera.v4l2().unwrap().format, PixelFormat::Yuyv);
         assert_eq!(c.thresholds.masked, Some(0.5));
@@ -627,6 +664,11 @@ synthetic_masks = ["surgical"]
         assert!(msg("[enroll]\nsynthetic_masks = [\"party-hat\"]").contains("synthetic_masks"));
         assert!(msg("[models]\ntrusted_keys = [\"AAAA\"]").contains("models.trusted_keys[0]"));
         assert!(msg("[models]\nallow_unsigned = false").contains("needs models.trusted_keys"));
+        assert!(msg("[daemon]\nmax_clients_per_uid = 0").contains("daemon.max_clients_per_uid"));
+        assert!(msg("[daemon]\nmax_requests_per_uid = 0").contains("daemon.max_requests_per_uid"));
+        assert!(
+            msg("[daemon]\nbusy_client_timeout_ms = 5").contains("daemon.busy_client_timeout_ms")
+        );
         assert!(msg("[camra]\nfps = 3").contains("unknown field"));
         assert!(msg("[camera]\nfps = \"fast\"").contains("syntax"));
     }

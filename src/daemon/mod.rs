@@ -1,12 +1,14 @@
 //! `facegated`: the daemon. Setup ([`start`]), the accept loop, the
 //! per-connection protocol handling ([`server`]), the camera thread
 //! ([`hub`]), the configuration ([`config`]), the peer-credential policy
-//! ([`auth`]) and the systemd integration ([`systemd`]).
+//! ([`auth`]), the limits per peer ([`limits`]) and the systemd integration
+//! ([`systemd`]).
 
 pub mod auth;
 pub mod config;
 pub mod door;
 pub mod hub;
+pub mod limits;
 pub mod server;
 pub mod service;
 pub mod systemd;
@@ -15,7 +17,6 @@ pub mod worker;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -108,7 +109,8 @@ pub struct Shared {
     pub inference: worker::Inference,
     pub lockout: Mutex<Lockout>,
     pub subscribers: Mutex<Vec<(u64, std::sync::mpsc::SyncSender<DoorEvent>)>>,
-    pub active: AtomicUsize,
+    /// The connections being served, under the limits per uid.
+    pub conns: Mutex<limits::Table<std::os::unix::net::UnixStream>>,
     pub started: Instant,
     pub state_dir: PathBuf,
     pub detector_name: String,
@@ -535,7 +537,7 @@ pub fn open(
         analyzer: Analyzer::default(),
         inference,
         subscribers: Mutex::new(Vec::new()),
-        active: AtomicUsize::new(0),
+        conns: Mutex::new(limits::Table::default()),
         started: t0,
         state_dir,
         detector_name: det_b.name().to_string(),

@@ -1,10 +1,12 @@
-//! Serving the socket: one thread per connection (at most
-//! `daemon.max_clients`; more are told `busy`), peer credentials checked on
-//! every request, every read and write with a timeout. A request is read,
-//! checked against the policy, handed to the [`service`](super::service)
-//! and its result written back through [`respond`]. Nothing a client sends
-//! can panic the daemon: requests are served under `catch_unwind` and
-//! answer `internal` if they ever do.
+//! Serving the socket: one thread per connection, at most
+//! `daemon.max_clients` and under the limits per uid of
+//! [`limits`](super::limits) (more are told `busy`, or idle connections are
+//! closed to make room), peer credentials checked on every request, every
+//! request read within a deadline and every write with a timeout. A request
+//! is read, checked against the policy, handed to the
+//! [`service`](super::service) and its result written back through
+//! [`respond`]. Nothing a client sends can panic the daemon: requests are
+//! served under `catch_unwind` and answer `internal` if they ever do.
 
 use std::io::Read;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -14,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::daemon::auth::{peer_of, Action, Peer};
+use crate::daemon::limits::{Evicted, Limits, Refused};
 use crate::protocol::{
     parse_request, read_frame_bytes, write_frame, DoorEvent, ErrorKind, FrameError, Request,
     Response, MAX_ADMIN_REQUEST, MAX_REQUEST,
@@ -26,18 +29,54 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-struct ActiveGuard(Arc<Shared>);
-impl Drop for ActiveGuard {
+/// A connection's place in the table, given back when its thread ends.
+struct ConnGuard {
+    sh: Arc<Shared>,
+    id: u64,
+}
+impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
+        lock(&self.sh.conns).remove(self.id);
     }
 }
 
 /// Stack of a client thread (no inference runs there).
 pub const CLIENT_STACK: usize = 512 << 10;
 
+/// At most one warning per `EVERY` for events a client can repeat at will
+/// (refusals, evictions); the ones in between are counted.
+struct Throttle {
+    last: Option<Instant>,
+    quiet: u64,
+}
+
+impl Throttle {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn warn(&mut self, what: std::fmt::Arguments<'_>) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < Self::EVERY)
+        {
+            self.quiet += 1;
+            log::debug!("{what}");
+            return;
+        }
+        match std::mem::take(&mut self.quiet) {
+            0 => log::warn!("{what}"),
+            n => log::warn!("{what} (and {n} more refusals or closings since the last warning)"),
+        }
+        self.last = Some(now);
+    }
+}
+
 /// Accept connections forever.
 pub fn serve(shared: Arc<Shared>, listener: UnixListener) {
+    let mut throttle = Throttle {
+        last: None,
+        quiet: 0,
+    };
     for conn in listener.incoming() {
         let stream = match conn {
             Ok(s) => s,
@@ -47,20 +86,47 @@ pub fn serve(shared: Arc<Shared>, listener: UnixListener) {
                 continue;
             }
         };
-        let max = shared.cfg.load().daemon.max_clients;
-        if shared.active.fetch_add(1, Ordering::SeqCst) >= max {
-            shared.active.fetch_sub(1, Ordering::SeqCst);
-            refuse_busy(stream, max);
-            continue;
+        let peer = match peer_of(&stream) {
+            Ok(p) => p,
+            Err(e) => {
+                log::warn!("cannot read the peer's credentials: {e}; dropping");
+                continue;
+            }
+        };
+        // The table keeps a handle to shut the connection down if it must
+        // make room for another.
+        let handle = match stream.try_clone() {
+            Ok(h) => h,
+            Err(e) => {
+                log::error!("cannot keep a client's socket: {e}");
+                continue;
+            }
+        };
+        let lim = Limits::from_config(&shared.cfg.load().daemon);
+        let admission = lock(&shared.conns).admit(peer.uid, handle, &lim, Instant::now());
+        for ev in admission.evicted {
+            close(ev, &peer, &mut throttle);
         }
-        let guard = ActiveGuard(shared.clone());
-        let sh = shared.clone();
+        let id = match admission.outcome {
+            Ok(id) => id,
+            Err(why) => {
+                throttle.warn(format_args!(
+                    "uid {} pid {}: refused: {why}",
+                    peer.uid, peer.pid
+                ));
+                refuse_busy(stream, &why);
+                continue;
+            }
+        };
+        let guard = ConnGuard {
+            sh: shared.clone(),
+            id,
+        };
         // Client threads parse requests and wait; models run on the
         // inference thread (`worker`), so this stack only holds the request
         // handling (measured in tests/stack_budget.rs).
         let spawned = crate::crash::spawn("client", CLIENT_STACK, move || {
-            let _g = guard;
-            connection(&sh, stream);
+            connection(&guard.sh, stream, peer, guard.id);
         });
         if let Err(e) = spawned {
             log::error!("cannot start a client thread: {e}");
@@ -68,30 +134,50 @@ pub fn serve(shared: Arc<Shared>, listener: UnixListener) {
     }
 }
 
-fn refuse_busy(mut stream: UnixStream, max: usize) {
-    log::warn!("refusing a client: {max} connections already being served");
-    let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
-    let _ = write_frame(
-        &mut stream,
-        &Response::error(
-            ErrorKind::Busy,
-            format!("{max} clients are being served; try again"),
-        ),
-    );
+/// Close a connection evicted to make room for `newcomer`: its thread sees
+/// the end of the stream and ends.
+fn close(ev: Evicted<UnixStream>, newcomer: &Peer, throttle: &mut Throttle) {
+    let _ = ev.handle.shutdown(std::net::Shutdown::Both);
+    throttle.warn(format_args!(
+        "uid {}: connection closed after {} ms idle for uid {} pid {}: {}",
+        ev.uid,
+        ev.waited.as_millis(),
+        newcomer.uid,
+        newcomer.pid,
+        ev.why
+    ));
 }
 
-fn connection(sh: &Arc<Shared>, mut stream: UnixStream) {
-    let peer = match peer_of(&stream) {
-        Ok(p) => p,
-        Err(e) => {
-            log::warn!("cannot read the peer's credentials: {e}; dropping");
-            return;
+/// Tell a refused client why, without ever blocking the accept loop.
+fn refuse_busy(stream: UnixStream, why: &Refused) {
+    if stream.set_nonblocking(true).is_ok() {
+        let mut s = &stream;
+        let _ = write_frame(&mut s, &Response::error(ErrorKind::Busy, why.to_string()));
+    }
+}
+
+/// A reader that fails with `TimedOut` once `until` has passed, however the
+/// bytes trickle in: a request must be complete by its deadline.
+struct Deadline<'a> {
+    stream: &'a UnixStream,
+    until: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
         }
-    };
+        self.stream.set_read_timeout(Some(left))?;
+        let mut s = self.stream;
+        s.read(buf)
+    }
+}
+
+fn connection(sh: &Arc<Shared>, mut stream: UnixStream, peer: Peer, id: u64) {
     let timeout = Duration::from_millis(sh.cfg.load().daemon.client_timeout_ms);
-    if stream.set_read_timeout(Some(timeout)).is_err()
-        || stream.set_write_timeout(Some(timeout)).is_err()
-    {
+    if stream.set_write_timeout(Some(timeout)).is_err() {
         return;
     }
     // Large frames (enrolment images, imports) only from administrators.
@@ -101,7 +187,11 @@ fn connection(sh: &Arc<Shared>, mut stream: UnixStream) {
         MAX_REQUEST
     };
     loop {
-        let body = match read_frame_bytes(&mut stream, cap) {
+        let mut reader = Deadline {
+            stream: &stream,
+            until: Instant::now() + timeout,
+        };
+        let body = match read_frame_bytes(&mut reader, cap) {
             Ok(b) => b,
             Err(FrameError::Closed) => return,
             Err(FrameError::TooLarge { len, max }) => {
@@ -121,7 +211,7 @@ fn connection(sh: &Arc<Shared>, mut stream: UnixStream) {
             }
             Err(FrameError::Timeout) => {
                 log::debug!(
-                    "uid {} pid {}: no request within {timeout:?}; dropping",
+                    "uid {} pid {}: no complete request within {timeout:?}; dropping",
                     peer.uid,
                     peer.pid
                 );
@@ -146,26 +236,42 @@ fn connection(sh: &Arc<Shared>, mut stream: UnixStream) {
             }
         };
         if let Request::Subscribe = req {
-            subscribe(sh, &peer, stream);
+            subscribe(sh, &peer, id, stream);
             return;
         }
         let name = req.name();
-        let t0 = Instant::now();
-        let sh2 = sh.clone();
-        let resp =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(&sh2, &peer, req)))
+        let lim = Limits::from_config(&sh.cfg.load().daemon);
+        let begun = lock(&sh.conns).begin(id, &lim, Instant::now());
+        let resp = match begun {
+            Ok(()) => {
+                let t0 = Instant::now();
+                let sh2 = sh.clone();
+                let resp = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    handle(&sh2, &peer, req)
+                }))
                 .unwrap_or_else(|_| {
                     log::error!("{name}: the handler panicked");
                     respond(Err(ServiceError::Internal("internal error".into())))
                 });
-        log::info!(
-            "uid {} pid {}: {name} -> {} ({:.0} ms)",
-            peer.uid,
-            peer.pid,
-            summary(&resp),
-            ms_since(t0)
-        );
-        if write_frame(&mut stream, &resp).is_err() {
+                log::info!(
+                    "uid {} pid {}: {name} -> {} ({:.0} ms)",
+                    peer.uid,
+                    peer.pid,
+                    summary(&resp),
+                    ms_since(t0)
+                );
+                resp
+            }
+            // Closed to make room between reading and serving: nobody to answer.
+            Err(Refused::Gone) => return,
+            Err(why) => {
+                log::warn!("uid {} pid {}: {name} refused: {why}", peer.uid, peer.pid);
+                Response::error(ErrorKind::Busy, why.to_string())
+            }
+        };
+        if write_frame(&mut stream, &resp).is_err()
+            || lock(&sh.conns).wait(id, Instant::now()).is_err()
+        {
             return;
         }
     }
@@ -247,10 +353,14 @@ fn serve_request(sh: &Arc<Shared>, req: Request) -> Result<Answer, ServiceError>
 }
 
 /// Push door events to this connection until it closes.
-fn subscribe(sh: &Arc<Shared>, peer: &Peer, mut stream: UnixStream) {
+fn subscribe(sh: &Arc<Shared>, peer: &Peer, conn: u64, mut stream: UnixStream) {
     if let Err(d) = sh.policy.load().check(peer, &Action::Subscribe) {
         log::warn!("uid {} pid {}: subscribe refused: {d}", peer.uid, peer.pid);
         let _ = write_frame(&mut stream, &forbidden(d));
+        return;
+    }
+    // A stream is never closed to make room (only subscribers may hold one).
+    if lock(&sh.conns).stream(conn, Instant::now()).is_err() {
         return;
     }
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -291,4 +401,48 @@ fn subscribe(sh: &Arc<Shared>, peer: &Peer, mut stream: UnixStream) {
     }
     lock(&sh.subscribers).retain(|(i, _)| *i != id);
     log::info!("uid {} pid {}: subscriber left", peer.uid, peer.pid);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_trickling_client_misses_its_deadline() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        // A frame of 100 bytes announced, then one byte every 20 ms: each
+        // read succeeds well within any per-read timeout.
+        let writer = std::thread::spawn(move || {
+            let _ = b.write_all(&100u32.to_be_bytes());
+            for _ in 0..100 {
+                if b.write_all(b" ").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let t = Instant::now();
+        let mut r = Deadline {
+            stream: &a,
+            until: t + Duration::from_millis(300),
+        };
+        let got = read_frame_bytes(&mut r, 1 << 10);
+        assert!(matches!(got, Err(FrameError::Timeout)), "{got:?}");
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_millis(1000),
+            "{took:?}"
+        );
+        drop(a);
+        writer.join().unwrap();
+        // A frame that arrives in time is read whole.
+        let (a, mut b) = UnixStream::pair().unwrap();
+        b.write_all(&[0, 0, 0, 2, b'{', b'}']).unwrap();
+        let mut r = Deadline {
+            stream: &a,
+            until: Instant::now() + Duration::from_millis(300),
+        };
+        assert_eq!(read_frame_bytes(&mut r, 1 << 10).unwrap(), b"{}");
+    }
 }

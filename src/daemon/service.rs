@@ -642,7 +642,7 @@ pub fn status(sh: &Shared) -> StatusInfo {
         threshold_unmasked: tu,
         threshold_masked: tm,
         threshold_periocular: sh.engine.periocular.map(|p| p.threshold),
-        clients: sh.active.load(Ordering::SeqCst),
+        clients: super::server::lock(&sh.conns).len(),
         subscribers: lock(&sh.subscribers).len(),
         ir_camera: sh.ir_hub.as_ref().map(|h| {
             let (source, state, frames, reopens) = h.status();
