@@ -523,6 +523,72 @@ mod tests {
         assert_eq!(l.failure("ann", t0), Duration::ZERO);
     }
 
+    fn manifest_thresholds(
+        status: &str,
+        p: Option<f32>,
+        cut: Option<f32>,
+    ) -> crate::bundle::Thresholds {
+        crate::bundle::Thresholds {
+            status: status.into(),
+            unmasked: Some(0.5),
+            masked: Some(0.45),
+            periocular: p,
+            periocular_cut: cut,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn periocular_mode_needs_a_calibrated_threshold_and_cut() {
+        let ok = manifest_thresholds("calibrated", Some(0.64), Some(0.5));
+        assert_eq!(
+            PeriocularMode::from_thresholds(Some(&ok)),
+            Some(PeriocularMode {
+                cut: 0.5,
+                threshold: 0.64
+            })
+        );
+        for t in [
+            manifest_thresholds("uncalibrated", Some(0.64), Some(0.5)),
+            manifest_thresholds("calibrated", None, Some(0.5)),
+            manifest_thresholds("calibrated", Some(0.64), None),
+            manifest_thresholds("calibrated", Some(0.64), Some(f32::NAN)),
+            manifest_thresholds("calibrated", Some(0.64), Some(-1.0)),
+        ] {
+            assert_eq!(PeriocularMode::from_thresholds(Some(&t)), None, "{t:?}");
+        }
+        assert_eq!(PeriocularMode::from_thresholds(None), None);
+    }
+
+    #[test]
+    fn each_probe_meets_its_own_threshold_and_matrix() {
+        let f = |masked, periocular| FaceAnalysis {
+            face: face([0.0, 0.0, 100.0, 100.0]),
+            faces: 1,
+            masked,
+            skin_share: 0.0,
+            embedding: vec![],
+            periocular,
+            crop: RgbImage::new(1, 1),
+        };
+        let t = Thresholds {
+            unmasked: 0.5,
+            masked: 0.45,
+            periocular: Some(0.64),
+        };
+        assert_eq!(t.for_face(&f(false, false)), 0.5);
+        assert_eq!(t.for_face(&f(true, false)), 0.45);
+        assert_eq!(t.for_face(&f(true, true)), 0.64);
+        assert_eq!(f(true, true).space(), Space::Periocular);
+        assert_eq!(f(true, false).space(), Space::Face);
+        // A periocular embedding without a periocular threshold never passes.
+        let none = Thresholds {
+            periocular: None,
+            ..t
+        };
+        assert_eq!(none.for_face(&f(true, true)), f32::INFINITY);
+    }
+
     #[test]
     fn sharpness_sees_blur() {
         let sharp = RgbImage::from_fn(32, 32, |x, y| {

@@ -149,6 +149,9 @@ pub struct Camera {
 pub struct ThresholdCfg {
     pub unmasked: Option<f32>,
     pub masked: Option<f32>,
+    /// Masked probes compared as periocular crops; applies only when the
+    /// embedder's manifest calibrates periocular comparison (it sets the cut).
+    pub periocular: Option<f32>,
     /// Mask presence: lower-face skin share below this = masked probe.
     pub presence: Option<f32>,
 }
@@ -475,7 +478,11 @@ impl Config {
             }
         }
         let t = &self.thresholds;
-        for (k, v) in [("unmasked", t.unmasked), ("masked", t.masked)] {
+        for (k, v) in [
+            ("unmasked", t.unmasked),
+            ("masked", t.masked),
+            ("periocular", t.periocular),
+        ] {
             if let Some(v) = v {
                 if !(-1.0..=1.0).contains(&v) {
                     return bad(format!("thresholds.{k} = {v} is not a cosine in [-1, 1]"));
@@ -660,6 +667,7 @@ synthetic_masks = ["surgical"]
             0
         );
         assert!(msg("[thresholds]\nmasked = 1.5").contains("thresholds.masked"));
+        assert!(msg("[thresholds]\nperiocular = -2").contains("thresholds.periocular"));
         assert!(msg("[decision]\nmin_frames = 4\nmax_frames = 2").contains("min_frames"));
         assert!(msg("[enroll]\nsynthetic_masks = [\"party-hat\"]").contains("synthetic_masks"));
         assert!(msg("[models]\ntrusted_keys = [\"AAAA\"]").contains("models.trusted_keys[0]"));

@@ -127,12 +127,25 @@ impl Shared {
         )
     }
 
+    /// The periocular threshold in use (config override, else the
+    /// manifest's); None when the embedder does not compare that way.
+    pub fn periocular_threshold(&self) -> Option<f32> {
+        let pm = self.engine.periocular?;
+        Some(
+            self.cfg
+                .load()
+                .thresholds
+                .periocular
+                .unwrap_or(pm.threshold),
+        )
+    }
+
     pub fn resolved_thresholds(&self) -> Option<Thresholds> {
         match self.thresholds() {
             (Some(unmasked), Some(masked)) => Some(Thresholds {
                 unmasked,
                 masked,
-                periocular: self.engine.periocular.map(|p| p.threshold),
+                periocular: self.periocular_threshold(),
             }),
             _ => None,
         }

@@ -641,7 +641,7 @@ pub fn status(sh: &Shared) -> StatusInfo {
         detector: sh.detector_name.clone(),
         threshold_unmasked: tu,
         threshold_masked: tm,
-        threshold_periocular: sh.engine.periocular.map(|p| p.threshold),
+        threshold_periocular: sh.periocular_threshold(),
         clients: super::server::lock(&sh.conns).len(),
         subscribers: lock(&sh.subscribers).len(),
         ir_camera: sh.ir_hub.as_ref().map(|h| {
