@@ -138,6 +138,29 @@ fn service_branches_without_a_socket() {
     )
     .unwrap_err();
     assert!(matches!(e, ServiceError::Quality(_)), "{e:?}");
+
+    // Identification (issue 15): the bundle's table at N = the users, or
+    // a refusal naming why (this config pins no [identify] thresholds).
+    let st = service::status(&sh);
+    if sh.manifest_identify.is_some() {
+        assert!(
+            st.identify_unmasked.is_some() && st.identify_masked.is_some(),
+            "{st:?}"
+        );
+        let n = format!("for {} enrolled", st.users);
+        assert!(st.users >= 1 && st.identify_state.contains(&n), "{st:?}");
+        // Never below the 1:1 thresholds of this config.
+        assert!(st.identify_unmasked.unwrap() >= UNMASKED, "{st:?}");
+    } else {
+        assert_eq!((st.identify_unmasked, st.identify_masked), (None, None));
+        assert!(
+            st.identify_state
+                .starts_with("uncalibrated for identification"),
+            "{st:?}"
+        );
+        let e = service::identify(&sh, 500).unwrap_err();
+        assert!(matches!(e, ServiceError::Identify(_)), "{e:?}");
+    }
     let users = service::list(&sh).unwrap();
     assert_eq!(users.len(), 1);
     assert_eq!((users[0].name.as_str(), users[0].unmasked), ("A", 2));

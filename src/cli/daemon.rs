@@ -282,7 +282,7 @@ pub fn run(cmd: DaemonCmd) -> Result<ExitCode> {
             print(&conn, &r, || {
                 match &r {
                 Response::Status(s) => format!(
-                    "facegated {} (protocol {}), up {:.0} s\nsource: {} — {} ({} frames, {} reopens){}\ngallery: {} users, {} templates\nmodels: detector {}, embedder {}\nthresholds: unmasked {}, masked {}\nclients: {}, door subscribers: {}",
+                    "facegated {} (protocol {}), up {:.0} s\nsource: {} — {} ({} frames, {} reopens){}\ngallery: {} users, {} templates\nmodels: detector {}, embedder {}\nthresholds: unmasked {}, masked {}\nidentification: {}\nclients: {}, door subscribers: {}",
                     s.version, s.protocol, s.uptime_s, s.source, s.source_state, s.frames, s.source_reopens,
                     s.ir_camera.as_ref().map_or(String::new(), |ir| format!(
                         "\nIR camera: {} — {} ({} frames, {} reopens)",
@@ -291,6 +291,10 @@ pub fn run(cmd: DaemonCmd) -> Result<ExitCode> {
                     s.users, s.templates, s.detector, s.embedder,
                     s.threshold_unmasked.map_or("unset".into(), |t| format!("{t:.3}")),
                     s.threshold_masked.map_or("unset".into(), |t| format!("{t:.3}")),
+                    match (s.identify_unmasked, s.identify_masked) {
+                        (Some(u), Some(m)) => format!("unmasked {u:.4}, masked {m:.4} ({})", s.identify_state),
+                        _ => format!("refused: {}", s.identify_state),
+                    },
                     s.clients, s.subscribers
                 ),
                 other => format!("{other:?}"),

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod door;
 pub mod hub;
+pub mod ident;
 pub mod server;
 pub mod service;
 pub mod systemd;
@@ -98,6 +99,8 @@ pub struct Shared {
     pub policy: ArcSwap<Policy>,
     pub engine: Engine,
     pub manifest_thresholds: (Option<f32>, Option<f32>),
+    /// The manifest's identification table (issue 15), if calibrated.
+    pub manifest_identify: Option<crate::ident::IdentTable>,
     pub gallery: Gallery,
     pub hub: Arc<Hub>,
     /// The optional second (IR) camera; streamed and reported, not yet used
@@ -249,6 +252,16 @@ pub fn check(cfg: &Config) -> Result<Vec<String>, DaemonError> {
     if cfg.thresholds.unmasked.or(m.0).is_none() || cfg.thresholds.masked.or(m.1).is_none() {
         warn.push(format!(
             "bundle {} has no calibrated thresholds and [thresholds] unmasked/masked are not both set: verify and identify will answer an error",
+            emb.name()
+        ));
+    }
+    let table = emb
+        .manifest
+        .calibrated_thresholds()
+        .and_then(|t| t.identify());
+    if table.is_none() && cfg.identify.fixed().is_none() {
+        warn.push(format!(
+            "bundle {} is uncalibrated for identification and [identify] unmasked/masked are not set: identify and door mode will answer an error",
             emb.name()
         ));
     }
@@ -428,6 +441,10 @@ pub fn open(
         message: e.to_string(),
     })?;
     let manifest_thresholds = manifest_thresholds(&emb_b);
+    let manifest_identify = emb_b
+        .manifest
+        .calibrated_thresholds()
+        .and_then(|t| t.identify());
     let hub = hub_for(&cfg.camera);
     let ir_hub = cfg.camera.ir.as_deref().map(hub_for);
     let shared = Arc::new(Shared {
@@ -446,6 +463,7 @@ pub fn open(
             align,
         },
         manifest_thresholds,
+        manifest_identify,
         gallery,
         hub,
         ir_hub,
@@ -462,6 +480,15 @@ pub fn open(
             "bundle {} has no calibrated thresholds and [thresholds] unmasked/masked are not both configured: verify and identify will answer an error until they are",
             emb_b.name()
         );
+    }
+    match ident::current(&shared) {
+        Ok(t) => log::info!(
+            "identification thresholds: unmasked {:.4}, masked {:.4} ({})",
+            t.thresholds.unmasked,
+            t.thresholds.masked,
+            t.basis
+        ),
+        Err(e) => log::warn!("{e}"),
     }
     Ok(shared)
 }

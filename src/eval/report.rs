@@ -191,7 +191,7 @@ pub fn all_pairs(images: &[String], ta: &Table, tb: &Table) -> (Vec<f32>, Vec<f3
     all_pairs_multi(images, &[ta], tb)
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
         for k in 0..8 {
@@ -314,78 +314,6 @@ fn enrolment_section(o: &Options, d: &Data, images: &[String], tu: f32, tm: f32)
             }
         }
     }
-    r
-}
-
-/// Open-set identification on the pair images: people with two or more
-/// pair images are enrolled with their first image (unmasked); their other
-/// images are mated probes; people with a single pair image are non-mated
-/// probes. DIR at FPIR f: the threshold lets through at most f of the
-/// non-mated probes (their best gallery score), DIR = share of mated probes
-/// whose best match is the right person and scores at or above it.
-fn open_set_section(d: &Data, images: &[String]) -> String {
-    let mut by: std::collections::BTreeMap<&str, Vec<&String>> = Default::default();
-    for i in images {
-        by.entry(person(i)).or_default().push(i);
-    }
-    let gallery: Vec<(&str, &String)> = by
-        .iter()
-        .filter(|(_, v)| v.len() >= 2)
-        .map(|(p, v)| (*p, v[0]))
-        .collect();
-    let mated: Vec<(&str, &String)> = by
-        .iter()
-        .filter(|(_, v)| v.len() >= 2)
-        .flat_map(|(p, v)| v[1..].iter().map(move |i| (*p, *i)))
-        .collect();
-    let non: Vec<&String> = by.values().filter(|v| v.len() == 1).map(|v| v[0]).collect();
-    let mut r = String::new();
-    let _ = writeln!(r, "## Open-set identification (the door: who is this, or nobody?)\n\nGallery: {} people (first pair image, unmasked). Mated probes: their {} other pair images; non-mated probes: {} images of people not enrolled (FPIR 1e-3 = at most {} of them accepted). A probe with no face counts as not identified.\n", gallery.len(), mated.len(), non.len(), (1e-3 * non.len() as f64).floor());
-    let _ = writeln!(r, "| probes | rank-1 (closed set) | DIR @ FPIR 1e-2 | DIR @ FPIR 1e-3 |\n| --- | --- | --- | --- |");
-    let genc: Vec<Option<&[f32]>> = gallery.iter().map(|(_, i)| d.unmasked.get(i)).collect();
-    let best = |pt: &Table, i: &String| -> (f32, usize) {
-        let Some(y) = pt.get(i) else {
-            return (FAIL_SCORE, usize::MAX);
-        };
-        let mut b = (FAIL_SCORE, usize::MAX);
-        for (k, g) in genc.iter().enumerate() {
-            if let Some(x) = g {
-                let s = dot(x, y);
-                if s > b.0 {
-                    b = (s, k);
-                }
-            }
-        }
-        b
-    };
-    let mut probes: Vec<(String, &Table)> = vec![("unmasked".into(), &d.unmasked)];
-    for (l, t) in &d.masked {
-        probes.push((format!("masked ({l})"), t));
-    }
-    for (pl, pt) in probes {
-        let m: Vec<(f32, bool)> = mated
-            .par_iter()
-            .map(|(p, i)| {
-                let (s, k) = best(pt, i);
-                (s, k != usize::MAX && gallery[k].0 == *p)
-            })
-            .collect();
-        let mut nm: Vec<f32> = non.par_iter().map(|i| best(pt, i).0).collect();
-        sort_desc(&mut nm);
-        let rank1 = m.iter().filter(|x| x.1).count() as f64 / m.len().max(1) as f64;
-        let dir = |f: f64| {
-            let (t, _) = threshold_at_far(&nm, f);
-            m.iter().filter(|x| x.1 && x.0 >= t).count() as f64 / m.len().max(1) as f64
-        };
-        let _ = writeln!(
-            r,
-            "| {pl} | {} | {} | {} |",
-            pct(rank1),
-            pct(dir(1e-2)),
-            pct(dir(1e-3))
-        );
-    }
-    let _ = writeln!(r);
     r
 }
 
@@ -820,6 +748,28 @@ pub fn run(o: &Options) -> Result<(), EvalError> {
             far_at(&pim, cm.threshold),
             pct(1.0 - rate_at_or_above(&pgm, cm.threshold))
         );
+        // Identification (issue 15): the per-person impostor tail.
+        let ident_cal = o_pool(o.threads, || {
+            let mut u = super::ident::per_person_impostors(cal_images, &d.unmasked, &d.unmasked);
+            let mut m = super::ident::per_person_impostors(cal_images, &d.unmasked, mt);
+            sort_desc(&mut u);
+            sort_desc(&mut m);
+            super::ident::table(&u, &m).map(|table| super::ident::Calibration {
+                table,
+                unmasked_desc: u,
+                masked_desc: m,
+            })
+        });
+        match &ident_cal {
+            Some(c) => r.push_str(&super::ident::calibration_section(
+                &c.table,
+                (c.unmasked_desc.len(), c.masked_desc.len()),
+                cal_images.len(),
+            )),
+            None => {
+                let _ = writeln!(r, "## Identification thresholds for the gallery's size\n\nToo few calibration images to measure a per-person FAR of 1e-1: no identification table written.\n");
+            }
+        }
         let toml = thresholds_toml(
             &model.name,
             &model.sha256,
@@ -828,11 +778,16 @@ pub fn run(o: &Options) -> Result<(), EvalError> {
             cal_images.len(),
             cal_people,
             l,
+            ident_cal
+                .as_ref()
+                .map(|c| (&c.table, c.unmasked_desc.len().min(c.masked_desc.len()))),
         );
         let p = o.out.join("thresholds.toml");
         std::fs::write(&p, toml).map_err(io_err(&p))?;
         let _ = writeln!(r, "Written to `thresholds.toml` (copy to `models/thresholds.toml` for the models pipeline).\n");
-        r.push_str(&o_pool(o.threads, || open_set_section(&d, &pair_images)));
+        r.push_str(&o_pool(o.threads, || {
+            super::ident::open_set_section(&d, &pair_images, ident_cal.as_ref())
+        }));
         r.push_str(&o_pool(o.threads, || {
             enrolment_section(o, &d, &pair_images, cu.threshold, cm.threshold)
         }));
