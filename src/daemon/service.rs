@@ -342,7 +342,9 @@ fn deny_no_match(
 }
 
 /// Who is in front of the camera? The first user with `min_frames` passing
-/// frames, within the budget and at most `max_frames` face frames.
+/// frames, within the budget and at most `max_frames` face frames, at the
+/// identification thresholds for the gallery's current size
+/// ([`super::ident::current`]; refused when there are none).
 pub fn identify(sh: &Arc<Shared>, timeout_ms: u64) -> Result<Decision, ServiceError> {
     let t0 = Instant::now();
     let thr = super::ident::current(sh)?.thresholds;
