@@ -293,6 +293,7 @@ pub fn run(cmd: DaemonCmd) -> Result<ExitCode> {
                     s.threshold_masked.map_or("unset".into(), |t| format!("{t:.3}")),
                     match (s.identify_unmasked, s.identify_masked) {
                         (Some(u), Some(m)) => format!("unmasked {u:.4}, masked {m:.4} ({})", s.identify_state),
+                        _ if s.identify_state.is_empty() => "not reported (a daemon before issue 15)".into(),
                         _ => format!("refused: {}", s.identify_state),
                     },
                     s.clients, s.subscribers
