@@ -175,6 +175,41 @@ pub struct Thresholds {
     pub periocular_cut: Option<f32>,
     #[serde(default)]
     pub note: Option<String>,
+    /// Identification (issue 15, [`crate::ident`]): per-person impostor FAR
+    /// levels, strictly decreasing…
+    #[serde(default)]
+    pub identify_far: Option<Vec<f64>>,
+    /// …and per level the threshold of an unmasked and a masked probe.
+    /// All three or none; bundles calibrated before issue 15 have none and
+    /// are "uncalibrated for identification".
+    #[serde(default)]
+    pub identify_unmasked: Option<Vec<f32>>,
+    #[serde(default)]
+    pub identify_masked: Option<Vec<f32>>,
+    /// Per level, the threshold of a masked probe compared as a periocular
+    /// crop (same levels; only with `periocular`/`periocular_cut`).
+    #[serde(default)]
+    pub identify_periocular: Option<Vec<f32>>,
+}
+
+impl Thresholds {
+    /// The identification table, if the calibration wrote one (validated
+    /// with the manifest).
+    pub fn identify(&self) -> Option<crate::ident::IdentTable> {
+        match (
+            &self.identify_far,
+            &self.identify_unmasked,
+            &self.identify_masked,
+        ) {
+            (Some(far), Some(unmasked), Some(masked)) => Some(crate::ident::IdentTable {
+                far: far.clone(),
+                unmasked: unmasked.clone(),
+                masked: masked.clone(),
+                periocular: self.identify_periocular.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -299,6 +334,20 @@ impl Manifest {
                 if !(-1.0..=1.0).contains(&v) {
                     return Err(format!("threshold {v} is not a cosine in [-1, 1]"));
                 }
+            }
+            let parts = [
+                t.identify_far.is_some(),
+                t.identify_unmasked.is_some(),
+                t.identify_masked.is_some(),
+            ];
+            if parts.iter().any(|&p| p) && !parts.iter().all(|&p| p) {
+                return Err(
+                    "thresholds: identify_far, identify_unmasked and identify_masked go together"
+                        .into(),
+                );
+            }
+            if let Some(table) = t.identify() {
+                table.validate().map_err(|e| format!("thresholds: {e}"))?;
             }
         }
         Ok(())
@@ -610,6 +659,43 @@ status = "uncalibrated"
         );
         let m = Manifest::parse(&cal).unwrap();
         assert_eq!(m.calibrated_thresholds().unwrap().masked, Some(0.45));
+        // Calibrated before issue 15: no identification table.
+        assert!(m.calibrated_thresholds().unwrap().identify().is_none());
+    }
+
+    #[test]
+    fn identification_table_parses_and_is_validated() {
+        let cal = |extra: &str| {
+            GOOD.replace(
+                "status = \"uncalibrated\"",
+                &format!("status = \"calibrated\"\nunmasked = 0.5\nmasked = 0.45\n{extra}"),
+            )
+        };
+        let m = Manifest::parse(&cal(
+            "identify_far = [1e-1, 1e-2, 1e-3]\nidentify_unmasked = [0.2, 0.3, 0.4]\nidentify_masked = [0.25, 0.35, 0.45]",
+        ))
+        .unwrap();
+        let t = m.calibrated_thresholds().unwrap().identify().unwrap();
+        assert_eq!(t.far, vec![1e-1, 1e-2, 1e-3]);
+        assert_eq!(t.threshold(true, 10, 1e-2).unwrap(), 0.45);
+        for (extra, needle) in [
+            ("identify_far = [1e-1, 1e-2]", "go together"),
+            (
+                "identify_far = [1e-1, 1e-2]\nidentify_unmasked = [0.2]\nidentify_masked = [0.2, 0.3]",
+                "levels",
+            ),
+            (
+                "identify_far = [1e-2, 1e-1]\nidentify_unmasked = [0.2, 0.3]\nidentify_masked = [0.2, 0.3]",
+                "decrease",
+            ),
+            (
+                "identify_far = [1e-1, 1e-2]\nidentify_unmasked = [0.3, 0.2]\nidentify_masked = [0.2, 0.3]",
+                "fall",
+            ),
+        ] {
+            let err = Manifest::parse(&cal(extra)).unwrap_err();
+            assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+        }
     }
 
     #[test]

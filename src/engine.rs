@@ -529,6 +529,10 @@ mod tests {
         cut: Option<f32>,
     ) -> crate::bundle::Thresholds {
         crate::bundle::Thresholds {
+            identify_far: None,
+            identify_unmasked: None,
+            identify_masked: None,
+            identify_periocular: None,
             status: status.into(),
             unmasked: Some(0.5),
             masked: Some(0.45),

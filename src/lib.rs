@@ -4,7 +4,8 @@
 //! [`source`] yields camera frames; [`face`] holds the per-face stages
 //! (detection, alignment, mask presence, embedding, synthetic masks, image
 //! decoding, drawing); [`engine`] turns frames into decisions; [`gallery`]
-//! stores templates and scans them; [`daemon`] is `facegated` (service
+//! stores templates and scans them; [`ident`] scales identification
+//! thresholds with the gallery's size; [`daemon`] is `facegated` (service
 //! layer, socket server, camera hubs, configuration, authorisation,
 //! systemd). Around them: [`bundle`] verifies model bundles, [`protocol`]
 //! is the wire protocol (the `facegate-proto` crate), [`cli`] is the
@@ -21,5 +22,6 @@ pub mod engine;
 pub mod eval;
 pub mod face;
 pub mod gallery;
+pub mod ident;
 pub use facegate_proto as protocol;
 pub mod source;

@@ -256,7 +256,11 @@ synthetic_masks = ["surgical", "kn95", "black-cloth"]
     std::fs::write(rig.p("config.toml"), cfg).unwrap();
 }
 
-const THRESHOLDS: &str = "[thresholds]\nunmasked = 0.50\nmasked = 0.55\n";
+/// 1:1 thresholds, and the same pinned for identification (the bundle's
+/// identification table depends on the model's calibration; pinned, the
+/// door and identify assertions do not).
+const THRESHOLDS: &str =
+    "[thresholds]\nunmasked = 0.50\nmasked = 0.55\n[identify]\nunmasked = 0.50\nmasked = 0.55\n";
 
 /// A second ("IR") camera: a replay of `ir/`, or a V4L2 device that is not there.
 fn ir_camera(rig: &Rig, present: bool) -> String {
@@ -650,6 +654,13 @@ fn daemon_end_to_end() {
         panic!()
     };
     assert_eq!(s.ir_camera, None, "no [camera.ir] after the restart");
+    // Identification thresholds pinned by [identify] (issue 15).
+    assert_eq!(
+        (s.identify_unmasked, s.identify_masked),
+        (Some(0.50), Some(0.55)),
+        "{s:?}"
+    );
+    assert!(s.identify_state.starts_with("fixed"), "{s:?}");
     let Response::Users { users } = rig.call(Request::List) else {
         panic!()
     };

@@ -138,6 +138,29 @@ fn service_branches_without_a_socket() {
     )
     .unwrap_err();
     assert!(matches!(e, ServiceError::Quality(_)), "{e:?}");
+
+    // Identification (issue 15): the bundle's table at N = the users, or
+    // a refusal naming why (this config pins no [identify] thresholds).
+    let st = service::status(&sh);
+    if sh.manifest_identify.is_some() {
+        assert!(
+            st.identify_unmasked.is_some() && st.identify_masked.is_some(),
+            "{st:?}"
+        );
+        let n = format!("for {} enrolled", st.users);
+        assert!(st.users >= 1 && st.identify_state.contains(&n), "{st:?}");
+        // Never below the 1:1 thresholds of this config.
+        assert!(st.identify_unmasked.unwrap() >= UNMASKED, "{st:?}");
+    } else {
+        assert_eq!((st.identify_unmasked, st.identify_masked), (None, None));
+        assert!(
+            st.identify_state
+                .starts_with("uncalibrated for identification"),
+            "{st:?}"
+        );
+        let e = service::identify(&sh, 500).unwrap_err();
+        assert!(matches!(e, ServiceError::Identify(_)), "{e:?}");
+    }
     let users = service::list(&sh).unwrap();
     assert_eq!(users.len(), 1);
     assert_eq!((users[0].name.as_str(), users[0].unmasked), ("A", 2));
@@ -174,4 +197,114 @@ fn service_branches_without_a_socket() {
     assert!(service::list(&sh).unwrap().is_empty());
     let e = service::import(&sh, "not base64!", true).unwrap_err();
     assert!(matches!(e, ServiceError::BadRequest(_)), "{e:?}");
+}
+
+/// A models folder whose default embedder's manifest carries the given
+/// `[thresholds]` (model and detector linked from the real bundles, so the
+/// sha256 checks still pass).
+fn models_with_thresholds(dir: &Path, thresholds: toml::Table) -> PathBuf {
+    let src = common::models_dir().join("bundles");
+    let out = dir.join("models");
+    let bundles = out.join("bundles");
+    std::fs::create_dir_all(&bundles).unwrap();
+    let det = facegate::bundle::DEFAULT_DETECTOR;
+    std::os::unix::fs::symlink(src.join(det), bundles.join(det)).unwrap();
+    let emb = facegate::bundle::DEFAULT_EMBEDDER;
+    std::fs::create_dir(bundles.join(emb)).unwrap();
+    let mut m: toml::Table =
+        toml::from_str(&std::fs::read_to_string(src.join(emb).join("manifest.toml")).unwrap())
+            .unwrap();
+    let file = m["model"]["file"].as_str().unwrap().to_string();
+    std::os::unix::fs::symlink(src.join(emb).join(&file), bundles.join(emb).join(&file)).unwrap();
+    m.insert("thresholds".into(), toml::Value::Table(thresholds));
+    std::fs::write(
+        bundles.join(emb).join("manifest.toml"),
+        toml::to_string(&m).unwrap(),
+    )
+    .unwrap();
+    out
+}
+
+/// Issue 15: identify's thresholds follow the number of enrolled people
+/// through the manifest's identification table, and identification is
+/// refused once the gallery outgrows it (and allowed again after a removal).
+#[test]
+fn identification_thresholds_follow_the_gallery_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let thresholds: toml::Table = toml::from_str(
+        r#"
+status = "calibrated"
+unmasked = 0.2
+masked = 0.2
+identify_far = [1e-1, 1e-2, 1e-3]
+identify_unmasked = [0.3, 0.4, 0.5]
+identify_masked = [0.25, 0.35, 0.45]
+"#,
+    )
+    .unwrap();
+    let models = models_with_thresholds(dir.path(), thresholds);
+    let cam = dir.path().join("cam");
+    std::fs::create_dir(&cam).unwrap();
+    show(&cam, &photo("skimage/coffee.png"));
+    let cfg = format!(
+        r#"
+[daemon]
+socket = "{sock}"
+state_dir = "{state}"
+[models]
+dir = "{models}"
+[camera]
+kind = "replay"
+replay = ["{cam}"]
+fps = 2
+[identify]
+fpir = 1e-3
+"#,
+        sock = dir.path().join("unused.sock").display(),
+        state = dir.path().join("state").display(),
+        models = models.display(),
+        cam = cam.display(),
+    );
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let cfg = daemon::load_config(&path, true, &Overrides::default()).unwrap();
+    let sh = daemon::open(cfg, path, true).unwrap();
+    assert!(sh.manifest_identify.is_some());
+    let ident = |sh: &Shared| {
+        let s = service::status(sh);
+        (s.identify_unmasked, s.identify_masked, s.identify_state)
+    };
+    // Nobody enrolled: the first level (nothing can be misidentified).
+    let (u, m, state) = ident(&sh);
+    assert_eq!((u, m), (Some(0.3), Some(0.25)), "{state}");
+    assert!(state.contains("for 0 enrolled (at most 1)"), "{state}");
+    let enroll = |user: &str, img: &str| {
+        service::enroll(
+            &sh,
+            user,
+            None,
+            EnrollSource::Images {
+                images: vec![inline(img)],
+            },
+        )
+        .unwrap()
+    };
+    // One person: FAR 1e-3 per person for FPIR 1e-3, the last level.
+    enroll("A", "face_recognition/obama.jpg");
+    let (u, m, state) = ident(&sh);
+    assert_eq!((u, m), (Some(0.5), Some(0.45)), "{state}");
+    // Two: the calibration cannot vouch for 5e-4: refused, with the reason.
+    enroll("B", "face_recognition/biden.jpg");
+    let (u, m, state) = ident(&sh);
+    assert_eq!((u, m), (None, None), "{state}");
+    assert!(
+        state.starts_with("identification refused: 2 people enrolled")
+            && state.contains("at most 1"),
+        "{state}"
+    );
+    let e = service::identify(&sh, 500).unwrap_err();
+    assert!(matches!(e, ServiceError::Identify(_)), "{e:?}");
+    // Back to one.
+    service::remove(&sh, "B").unwrap();
+    assert_eq!(ident(&sh).0, Some(0.5));
 }

@@ -138,6 +138,20 @@ fn committed_thresholds_read_as_manifest_thresholds() {
             let x = x.unwrap_or_else(|| panic!("{name}: missing threshold"));
             assert!((-1.0..=1.0).contains(&x), "{name}: {x}");
         }
+        // The identification table (issue 15): all three keys or none, and
+        // a table the daemon accepts.
+        let parts = [
+            t.identify_far.is_some(),
+            t.identify_unmasked.is_some(),
+            t.identify_masked.is_some(),
+        ];
+        assert!(
+            parts.iter().all(|&p| p) || !parts.iter().any(|&p| p),
+            "{name}: identify_far, identify_unmasked, identify_masked go together"
+        );
+        if let Some(id) = t.identify() {
+            id.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
     }
 }
 
@@ -169,6 +183,10 @@ fn installed_manifest_carries_the_calibrated_thresholds() {
         assert_eq!(got.unmasked, Some(f("unmasked")));
         assert_eq!(got.masked, Some(f("masked")));
         assert!(b.manifest.calibrated_thresholds().is_some());
+        // The identification table travels with them when calibrated.
+        let committed: facegate::bundle::Thresholds =
+            toml::Value::Table(t.clone()).try_into().unwrap();
+        assert_eq!(got.identify(), committed.identify());
     } else {
         eprintln!(
             "NOTE: {DEFAULT_EMBEDDER} here is {}, calibrated was {calibrated_on}: the build differs (another CPU?), thresholds must stay uncalibrated",

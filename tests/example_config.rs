@@ -37,6 +37,7 @@ fn the_example_config_states_the_defaults() {
     assert_eq!(c.models, d.models);
     assert_eq!(c.camera, d.camera);
     assert_eq!(c.thresholds, d.thresholds);
+    assert_eq!(c.identify, d.identify);
     assert_eq!(c.decision, d.decision);
     assert_eq!(c.door, d.door);
     assert_eq!(c.enroll, d.enroll);

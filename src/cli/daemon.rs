@@ -283,7 +283,7 @@ pub fn run(cmd: DaemonCmd) -> Result<ExitCode> {
             print(&conn, &r, || {
                 match &r {
                 Response::Status(s) => format!(
-                    "facegated {} (protocol {}), up {:.0} s\nsource: {} — {} ({} frames, {} reopens){}\ngallery: {} users, {} templates\nmodels: detector {}, embedder {}\nthresholds: unmasked {}, masked {}{}\nclients: {}, door subscribers: {}",
+                    "facegated {} (protocol {}), up {:.0} s\nsource: {} — {} ({} frames, {} reopens){}\ngallery: {} users, {} templates\nmodels: detector {}, embedder {}\nthresholds: unmasked {}, masked {}{}\nidentification: {}\nclients: {}, door subscribers: {}",
                     s.version, s.protocol, s.uptime_s, s.source, s.source_state, s.frames, s.source_reopens,
                     s.ir_camera.as_ref().map_or(String::new(), |ir| format!(
                         "\nIR camera: {} — {} ({} frames, {} reopens)",
@@ -295,6 +295,11 @@ pub fn run(cmd: DaemonCmd) -> Result<ExitCode> {
                     s.threshold_periocular.map_or(String::new(), |t| format!(
                         " (masked probes compared as periocular crops at {t:.3})"
                     )),
+                    match (s.identify_unmasked, s.identify_masked) {
+                        (Some(u), Some(m)) => format!("unmasked {u:.4}, masked {m:.4} ({})", s.identify_state),
+                        _ if s.identify_state.is_empty() => "not reported (a daemon before issue 15)".into(),
+                        _ => format!("refused: {}", s.identify_state),
+                    },
                     s.clients, s.subscribers
                 ),
                 other => format!("{other:?}"),

@@ -156,6 +156,72 @@ pub struct ThresholdCfg {
     pub presence: Option<f32>,
 }
 
+/// Identification (`identify`, door mode; issue 15): thresholds scaled
+/// with the number of enrolled people from the bundle's calibrated impostor
+/// tail (`crate::ident`), or pinned here.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Identify {
+    /// Target false positive identification rate per attempt of somebody
+    /// not enrolled, in (0, 0.1].
+    pub fpir: f64,
+    /// Fixed identification thresholds (cosine), both or neither: replace
+    /// the bundle's table whatever the gallery's size (needed while the
+    /// bundle is uncalibrated for identification). The operator then owns
+    /// the FPIR.
+    pub unmasked: Option<f32>,
+    pub masked: Option<f32>,
+    /// With fixed thresholds: the one for masked probes compared as
+    /// periocular crops (unset: such probes are not identified).
+    pub periocular: Option<f32>,
+}
+
+impl Default for Identify {
+    fn default() -> Self {
+        Identify {
+            fpir: 1e-3,
+            unmasked: None,
+            masked: None,
+            periocular: None,
+        }
+    }
+}
+
+impl Identify {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if !(self.fpir > 0.0 && self.fpir <= crate::ident::TOP_LEVEL) {
+            return bad(format!(
+                "identify.fpir = {} is not in (0, {}]",
+                self.fpir,
+                crate::ident::TOP_LEVEL
+            ));
+        }
+        for (k, v) in [
+            ("unmasked", self.unmasked),
+            ("masked", self.masked),
+            ("periocular", self.periocular),
+        ] {
+            if let Some(v) = v.filter(|v| !(-1.0..=1.0).contains(v)) {
+                return bad(format!("identify.{k} = {v} is not a cosine in [-1, 1]"));
+            }
+        }
+        if self.unmasked.is_some() != self.masked.is_some() {
+            return bad("identify.unmasked and identify.masked go together".into());
+        }
+        Ok(())
+    }
+
+    /// The pinned thresholds, when both are set.
+    pub fn fixed(&self) -> Option<crate::engine::Thresholds> {
+        Some(crate::engine::Thresholds {
+            unmasked: self.unmasked?,
+            masked: self.masked?,
+            periocular: self.periocular,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Decision {
@@ -218,6 +284,7 @@ pub struct Config {
     pub models: Models,
     pub camera: Camera,
     pub thresholds: ThresholdCfg,
+    pub identify: Identify,
     pub decision: Decision,
     pub door: Door,
     pub enroll: Enroll,
@@ -494,6 +561,7 @@ impl Config {
                 return bad(format!("thresholds.presence = {p} is not in [0, 1]"));
             }
         }
+        self.identify.validate()?;
         let dc = &self.decision;
         if dc.min_frames == 0 || dc.min_frames > dc.max_frames || dc.max_frames > 100 {
             return bad(format!(
@@ -630,6 +698,27 @@ synthetic_masks = ["surgical"]
         ))
         .unwrap();
         assert!(c.models.trust_policy().unwrap().allow_unsigned);
+    }
+
+    #[test]
+    fn identify_section() {
+        let d = parse("").unwrap().identify;
+        assert_eq!((d.fpir, d.fixed()), (1e-3, None));
+        let c = parse("[identify]\nfpir = 1e-2\nunmasked = 0.7\nmasked = 0.65\n").unwrap();
+        assert_eq!(c.identify.fpir, 1e-2);
+        assert_eq!(
+            c.identify.fixed(),
+            Some(crate::engine::Thresholds {
+                unmasked: 0.7,
+                masked: 0.65,
+                periocular: None,
+            })
+        );
+        let msg = |t: &str| parse(t).unwrap_err().to_string();
+        assert!(msg("[identify]\nfpir = 0.5").contains("identify.fpir"));
+        assert!(msg("[identify]\nfpir = 0.0").contains("identify.fpir"));
+        assert!(msg("[identify]\nunmasked = 0.7").contains("go together"));
+        assert!(msg("[identify]\nunmasked = 1.7\nmasked = 0.6").contains("identify.unmasked"));
     }
 
     #[test]

@@ -37,10 +37,30 @@ fn door_loop(sh: &Arc<Shared>) {
     let mut window: VecDeque<(String, f32)> = VecDeque::new();
     let mut arrival: Option<Instant> = None;
     let mut after = 0;
+    // The last refusal logged, so a refused door logs once, not per frame.
+    let mut refused: Option<String> = None;
     loop {
         let cfg = sh.cfg.load_full();
         let wanted = cfg.door.always || !lock(&sh.subscribers).is_empty();
-        let Some(thr) = sh.resolved_thresholds().filter(|_| wanted) else {
+        // Identification thresholds for the gallery as it is now (issue 15).
+        let thr = match super::ident::current(sh) {
+            Ok(t) if wanted => {
+                if refused.take().is_some() {
+                    log::info!("door: identification possible again ({})", t.basis);
+                }
+                Some(t.thresholds)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                let m = e.to_string();
+                if wanted && refused.as_deref() != Some(m.as_str()) {
+                    log::warn!("door: no arrivals announced: {m}");
+                    refused = Some(m);
+                }
+                None
+            }
+        };
+        let Some(thr) = thr else {
             window.clear();
             std::thread::sleep(Duration::from_millis(200));
             continue;

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod door;
 pub mod hub;
+pub mod ident;
 pub mod limits;
 pub mod server;
 pub mod service;
@@ -99,6 +100,8 @@ pub struct Shared {
     pub policy: ArcSwap<Policy>,
     pub engine: Engine,
     pub manifest_thresholds: (Option<f32>, Option<f32>),
+    /// The manifest's identification table (issue 15), if calibrated.
+    pub manifest_identify: Option<crate::ident::IdentTable>,
     pub gallery: Gallery,
     pub hub: Arc<Hub>,
     /// The optional second (IR) camera; streamed and reported, not yet used
@@ -316,6 +319,16 @@ pub fn check(cfg: &Config) -> Result<Checked, DaemonError> {
             emb.name()
         ));
     }
+    let table = emb
+        .manifest
+        .calibrated_thresholds()
+        .and_then(|t| t.identify());
+    if table.is_none() && cfg.identify.fixed().is_none() {
+        warn.push(format!(
+            "bundle {} is uncalibrated for identification and [identify] unmasked/masked are not set: identify and door mode will answer an error",
+            emb.name()
+        ));
+    }
     if cfg.camera.kind == SourceKind::V4l2 && !cfg.camera.device.exists() {
         warn.push(format!(
             "camera.device {} does not exist (the daemon retries with back-off)",
@@ -523,6 +536,10 @@ pub fn open(
         message: e.to_string(),
     })?;
     let manifest_thresholds = manifest_thresholds(&emb_b);
+    let manifest_identify = emb_b
+        .manifest
+        .calibrated_thresholds()
+        .and_then(|t| t.identify());
     let hub = hub_for(&cfg.camera);
     let ir_hub = cfg.camera.ir.as_deref().map(hub_for);
     let shared = Arc::new(Shared {
@@ -544,6 +561,7 @@ pub fn open(
             ),
         },
         manifest_thresholds,
+        manifest_identify,
         gallery,
         hub,
         ir_hub,
@@ -561,6 +579,15 @@ pub fn open(
             "bundle {} has no calibrated thresholds and [thresholds] unmasked/masked are not both configured: verify and identify will answer an error until they are",
             emb_b.name()
         );
+    }
+    match ident::current(&shared) {
+        Ok(t) => log::info!(
+            "identification thresholds: unmasked {:.4}, masked {:.4} ({})",
+            t.thresholds.unmasked,
+            t.thresholds.masked,
+            t.basis
+        ),
+        Err(e) => log::warn!("{e}"),
     }
     Ok(shared)
 }

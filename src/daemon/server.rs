@@ -343,7 +343,7 @@ fn serve_request(sh: &Arc<Shared>, req: Request) -> Result<Answer, ServiceError>
             service::remove(sh, &user).map(|templates| Answer::Removed { user, templates })
         }
         Request::List => service::list(sh).map(Answer::Users),
-        Request::Status => Ok(Answer::Status(service::status(sh))),
+        Request::Status => Ok(Answer::Status(Box::new(service::status(sh)))),
         Request::Export => service::export(sh).map(Answer::Exported),
         Request::Import { data_b64, merge } => {
             service::import(sh, &data_b64, merge).map(Answer::Imported)
@@ -357,6 +357,12 @@ fn subscribe(sh: &Arc<Shared>, peer: &Peer, conn: u64, mut stream: UnixStream) {
     if let Err(d) = sh.policy.load().check(peer, &Action::Subscribe) {
         log::warn!("uid {} pid {}: subscribe refused: {d}", peer.uid, peer.pid);
         let _ = write_frame(&mut stream, &forbidden(d));
+        return;
+    }
+    // Door mode refuses rather than guesses (issue 15).
+    if let Err(e) = super::ident::current(sh) {
+        log::warn!("uid {} pid {}: subscribe refused: {e}", peer.uid, peer.pid);
+        let _ = write_frame(&mut stream, &respond(Err(e)));
         return;
     }
     // A stream is never closed to make room (only subscribers may hold one).

@@ -51,6 +51,10 @@ pub enum Decision {
 pub enum ServiceError {
     #[error("no thresholds: the embedder bundle is uncalibrated; set [thresholds] unmasked and masked in the config")]
     Uncalibrated,
+    /// Identification has no threshold for this gallery (uncalibrated
+    /// for identification, or too many people for the target FPIR).
+    #[error("{0}")]
+    Identify(String),
     /// The camera is gone (not merely slow).
     #[error("{0}")]
     Source(String),
@@ -71,7 +75,7 @@ pub enum ServiceError {
 impl ServiceError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ServiceError::Uncalibrated => ErrorKind::Config,
+            ServiceError::Uncalibrated | ServiceError::Identify(_) => ErrorKind::Config,
             ServiceError::Source(_) => ErrorKind::Source,
             ServiceError::Gallery(_) => ErrorKind::Gallery,
             ServiceError::Quality(_) => ErrorKind::Quality,
@@ -96,7 +100,7 @@ pub enum Answer {
         templates: usize,
     },
     Users(Vec<UserInfo>),
-    Status(StatusInfo),
+    Status(Box<StatusInfo>),
     /// A gallery export file's bytes.
     Exported(Vec<u8>),
     Imported(ImportReport),
@@ -136,7 +140,7 @@ pub fn respond(r: Result<Answer, ServiceError>) -> Response {
         Ok(Answer::Enrolled(r)) => Response::Enrolled(r),
         Ok(Answer::Removed { user, templates }) => Response::Removed { user, templates },
         Ok(Answer::Users(users)) => Response::Users { users },
-        Ok(Answer::Status(s)) => Response::Status(Box::new(s)),
+        Ok(Answer::Status(s)) => Response::Status(s),
         Ok(Answer::Exported(bytes)) => Response::Exported {
             data_b64: b64().encode(bytes),
         },
@@ -344,12 +348,12 @@ fn deny_no_match(
 }
 
 /// Who is in front of the camera? The first user with `min_frames` passing
-/// frames, within the budget and at most `max_frames` face frames.
+/// frames, within the budget and at most `max_frames` face frames, at the
+/// identification thresholds for the gallery's current size
+/// ([`super::ident::current`]; refused when there are none).
 pub fn identify(sh: &Arc<Shared>, timeout_ms: u64) -> Result<Decision, ServiceError> {
     let t0 = Instant::now();
-    let Some(thr) = sh.resolved_thresholds() else {
-        return Err(ServiceError::Uncalibrated);
-    };
+    let thr = super::ident::current(sh)?.thresholds;
     let cfg = sh.cfg.load();
     let deadline = t0 + budget(sh, timeout_ms);
     let mut per_user: HashMap<String, Fusion> = HashMap::new();
@@ -627,6 +631,7 @@ pub fn status(sh: &Shared) -> StatusInfo {
     let (source, source_state, frames, source_reopens) = sh.hub.status();
     let counts = sh.gallery.counts().ok();
     let (tu, tm) = sh.thresholds();
+    let ident = super::ident::current(sh);
     StatusInfo {
         version: env!("CARGO_PKG_VERSION").into(),
         protocol: PROTOCOL_VERSION,
@@ -641,6 +646,12 @@ pub fn status(sh: &Shared) -> StatusInfo {
         detector: sh.detector_name.clone(),
         threshold_unmasked: tu,
         threshold_masked: tm,
+        identify_unmasked: ident.as_ref().ok().map(|t| t.thresholds.unmasked),
+        identify_masked: ident.as_ref().ok().map(|t| t.thresholds.masked),
+        identify_state: match &ident {
+            Ok(t) => t.basis.clone(),
+            Err(e) => e.to_string(),
+        },
         threshold_periocular: sh.periocular_threshold(),
         clients: super::server::lock(&sh.conns).len(),
         subscribers: lock(&sh.subscribers).len(),
@@ -708,6 +719,7 @@ mod tests {
         assert!(message.starts_with("no thresholds: the embedder bundle is uncalibrated"));
         for (e, k) in [
             (ServiceError::Source("gone".into()), ErrorKind::Source),
+            (ServiceError::Identify("too many".into()), ErrorKind::Config),
             (ServiceError::Gallery("full".into()), ErrorKind::Gallery),
             (ServiceError::Quality("blurred".into()), ErrorKind::Quality),
             (

@@ -6,13 +6,15 @@
 //! every image of a condition; [`stats`] holds the metrics (10-fold
 //! accuracy, TAR at FAR, EER, open-set DIR); [`plot`] draws PNG charts
 //! without any system font; [`report`] runs every protocol and writes
-//! `report.md`; [`calibrate`] chooses the daemon's thresholds; [`seed`]
+//! `report.md`; [`calibrate`] chooses the daemon's thresholds; [`ident`]
+//! calibrates identification for the gallery's size and checks it; [`seed`]
 //! reproduces the seed report's 1-NN protocol.
 
 pub mod cache;
 pub mod calibrate;
 pub mod crops;
 pub mod extract;
+pub mod ident;
 pub mod lfw;
 pub mod plot;
 pub mod report;

@@ -197,7 +197,7 @@ pub fn all_pairs(images: &[String], ta: &Table, tb: &Table) -> (Vec<f32>, Vec<f3
     all_pairs_multi(images, &[ta], tb)
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
         for k in 0..8 {
@@ -323,175 +323,6 @@ fn enrolment_section(o: &Options, d: &Data, images: &[String], tu: f32, tm: f32)
     r
 }
 
-/// Open-set identification on the pair images: people with two or more
-/// pair images are enrolled with their first image (unmasked); their other
-/// images are mated probes; people with a single pair image are non-mated
-/// probes. DIR at FPIR f: the threshold lets through at most f of the
-/// non-mated probes (their best gallery score), DIR = share of mated probes
-/// whose best match is the right person and scores at or above it.
-fn open_set_section(d: &Data, images: &[String]) -> String {
-    let mut by: std::collections::BTreeMap<&str, Vec<&String>> = Default::default();
-    for i in images {
-        by.entry(person(i)).or_default().push(i);
-    }
-    let gallery: Vec<(&str, &String)> = by
-        .iter()
-        .filter(|(_, v)| v.len() >= 2)
-        .map(|(p, v)| (*p, v[0]))
-        .collect();
-    let mated: Vec<(&str, &String)> = by
-        .iter()
-        .filter(|(_, v)| v.len() >= 2)
-        .flat_map(|(p, v)| v[1..].iter().map(move |i| (*p, *i)))
-        .collect();
-    let non: Vec<&String> = by.values().filter(|v| v.len() == 1).map(|v| v[0]).collect();
-    let mut r = String::new();
-    let _ = writeln!(r, "## Open-set identification (the door: who is this, or nobody?)\n\nGallery: {} people (first pair image, unmasked). Mated probes: their {} other pair images; non-mated probes: {} images of people not enrolled (FPIR 1e-3 = at most {} of them accepted). A probe with no face counts as not identified.\n", gallery.len(), mated.len(), non.len(), (1e-3 * non.len() as f64).floor());
-    let _ = writeln!(r, "| probes | rank-1 (closed set) | DIR @ FPIR 1e-2 | DIR @ FPIR 1e-3 |\n| --- | --- | --- | --- |");
-    let genc: Vec<Option<&[f32]>> = gallery.iter().map(|(_, i)| d.unmasked.get(i)).collect();
-    let best = |pt: &Table, i: &String| -> (f32, usize) {
-        let Some(y) = pt.get(i) else {
-            return (FAIL_SCORE, usize::MAX);
-        };
-        let mut b = (FAIL_SCORE, usize::MAX);
-        for (k, g) in genc.iter().enumerate() {
-            if let Some(x) = g {
-                let s = dot(x, y);
-                if s > b.0 {
-                    b = (s, k);
-                }
-            }
-        }
-        b
-    };
-    let mut probes: Vec<(String, &Table)> = vec![("unmasked".into(), &d.unmasked)];
-    for (l, t) in &d.masked {
-        probes.push((format!("masked ({l})"), t));
-    }
-    for (pl, pt) in probes {
-        let m: Vec<(f32, bool)> = mated
-            .par_iter()
-            .map(|(p, i)| {
-                let (s, k) = best(pt, i);
-                (s, k != usize::MAX && gallery[k].0 == *p)
-            })
-            .collect();
-        let mut nm: Vec<f32> = non.par_iter().map(|i| best(pt, i).0).collect();
-        sort_desc(&mut nm);
-        let rank1 = m.iter().filter(|x| x.1).count() as f64 / m.len().max(1) as f64;
-        let dir = |f: f64| {
-            let (t, _) = threshold_at_far(&nm, f);
-            m.iter().filter(|x| x.1 && x.0 >= t).count() as f64 / m.len().max(1) as f64
-        };
-        let _ = writeln!(
-            r,
-            "| {pl} | {} | {} | {} |",
-            pct(rank1),
-            pct(dir(1e-2)),
-            pct(dir(1e-3))
-        );
-    }
-    let _ = writeln!(r);
-    r
-}
-
-/// The seed report's Experiment 1 (pretrained FaceNet), from its tables
-/// "Accuracy in %" and "False Acceptance Rate in %": (set, masked,
-/// accuracy, FAR). Its masked sets are matched against its masked training
-/// images (the KNN's fitted set), its unmasked sets against unmasked ones.
-pub const SEED_REPORT_EXPERIMENT_1: [(&str, bool, f64, f64); 4] = [
-    ("validation", true, 0.5389, 0.3878),
-    ("validation", false, 0.1467, 0.8289),
-    ("test", true, 0.5028, 0.4115),
-    ("test", false, 0.1278, 0.8433),
-];
-
-/// One row of the seed-report table: probes of `table` against `gallery`.
-struct SeedRow<'a> {
-    probe: String,
-    table: &'a Table,
-    gallery_label: String,
-    gallery: &'a super::seed::Gallery<'a>,
-    /// Which of the report's rows is comparable (masked or not), if any.
-    report_masked: Option<bool>,
-    threshold: f32,
-}
-
-/// The seed report's protocol (see [`super::seed`]) beside its Experiment 1.
-fn seed_section(d: &Data, tu: f32, tm: f32) -> String {
-    use super::seed::{one_nn, Gallery};
-    let s = &d.seed;
-    let gu = Gallery::new(&s.gallery, &d.unmasked);
-    let mut r = String::new();
-    let _ = writeln!(r, "\n## The seed report's protocol (1-NN over all of LFW)\n\nSplit (seed {SEED_SPLIT_SEED}), as the report describes it: people with ≥ 3 images give one image to validation and one to test, people with 2 give one to validation or test, everything else is the gallery (the report's \"train\" set, which its KNN was fitted on): {} gallery images ({} with a face found), {} validation and {} test probes. 1-NN by cosine (the report: KNN, Euclidean — the same order for unit vectors); every probe's person is in the gallery (closed set).\n\nDefinitions. The report's *accuracy* is the share of probes whose nearest gallery image is the right person; its *FAR* is FP/(TP+FP+TN+FN), i.e. the share of probes given *somebody else's* name (a misidentification rate), so accuracy + FAR + (no answer) = 100 %. That is not the biometric FAR of the tables above (the share of impostor attempts accepted, at a threshold): 1-NN without a threshold names somebody for every probe. The last two columns put the same probes through the calibrated thresholds ({tu:.4} unmasked, {tm:.4} masked probe), as the daemon would.\n", s.gallery.len(), gu.len(), s.validation.len(), s.test.len());
-    let _ = writeln!(r, "| set | probes | gallery | report accuracy | report FAR | accuracy (1-NN) | FAR, report's sense (misidentified) | no face | right & accepted | wrong & accepted |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    let mg = d
-        .masked
-        .first()
-        .map(|(l, t)| (l.clone(), Gallery::new(&s.gallery, t)));
-    for name in ["validation", "test"] {
-        let probes = if name == "validation" {
-            &s.validation
-        } else {
-            &s.test
-        };
-        let mut rows = vec![SeedRow {
-            probe: "unmasked".into(),
-            table: &d.unmasked,
-            gallery_label: "unmasked".into(),
-            gallery: &gu,
-            report_masked: Some(false),
-            threshold: tu,
-        }];
-        if let Some((l, g)) = &mg {
-            rows.push(SeedRow {
-                probe: format!("masked ({l})"),
-                table: &d.masked[0].1,
-                gallery_label: format!("masked ({l})"),
-                gallery: g,
-                report_masked: Some(true),
-                threshold: tm,
-            });
-        }
-        for (l, t) in &d.masked {
-            rows.push(SeedRow {
-                probe: format!("masked ({l})"),
-                table: t,
-                gallery_label: "unmasked (the door)".into(),
-                gallery: &gu,
-                report_masked: None,
-                threshold: tm,
-            });
-        }
-        for row in rows {
-            let g = row.gallery;
-            let c = one_nn(g, probes, row.table, row.threshold);
-            let rep = row.report_masked.and_then(|m| {
-                SEED_REPORT_EXPERIMENT_1
-                    .iter()
-                    .find(|x| x.0 == name && x.1 == m)
-            });
-            let (ra, rf) = rep.map_or(("-".to_string(), "-".to_string()), |x| (pct(x.2), pct(x.3)));
-            let n = c.probes.max(1) as f64;
-            let _ = writeln!(
-                r,
-                "| {name}, {} | {} | {} ({} images) | {ra} | {rf} | {} | {} | {} | {} | {} |",
-                row.probe,
-                c.probes,
-                row.gallery_label,
-                g.len(),
-                pct(c.accuracy()),
-                pct(c.report_far()),
-                pct(c.no_face as f64 / n),
-                pct(c.correct_accepted as f64 / n),
-                pct(c.wrong_accepted as f64 / n)
-            );
-        }
-    }
-    let _ = writeln!(r, "\nThe report's numbers sit on the rows comparable with its setup: unmasked probes against unmasked gallery images, masked probes against *masked* gallery images (its masked set was the Simulated Masked Face Recognition Dataset, masks painted on LFW; ours are our renderers). The rows \"masked vs unmasked (the door)\" are the product's case: a person enrolled without a mask, seen with one. The report fitted its KNN on the same images its model was fine-tuned on, and its splits share identities with training; Experiment 1 used a Keras FaceNet pre-trained on MS-Celeb-1M (not ours: davidsandberg 20180408-102900, CASIA-WebFace), on its own crops.\n");
-    r
-}
-
 /// Accepted genuine / impostor counts with a per-probe threshold.
 fn presence_counts(
     images: &[String],
@@ -533,7 +364,7 @@ fn presence_counts(
         )
 }
 
-fn pct(x: f64) -> String {
+pub(crate) fn pct(x: f64) -> String {
     format!("{:.2} %", 100.0 * x)
 }
 
@@ -826,6 +657,28 @@ pub fn run(o: &Options) -> Result<(), EvalError> {
             far_at(&pim, cm.threshold),
             pct(1.0 - rate_at_or_above(&pgm, cm.threshold))
         );
+        // Identification (issue 15): the per-person impostor tail.
+        let ident_cal = o_pool(o.threads, || {
+            let mut u = super::ident::per_person_impostors(cal_images, &d.unmasked, &d.unmasked);
+            let mut m = super::ident::per_person_impostors(cal_images, &d.unmasked, mt);
+            sort_desc(&mut u);
+            sort_desc(&mut m);
+            super::ident::table(&u, &m).map(|table| super::ident::Calibration {
+                table,
+                unmasked_desc: u,
+                masked_desc: m,
+            })
+        });
+        match &ident_cal {
+            Some(c) => r.push_str(&super::ident::calibration_section(
+                &c.table,
+                (c.unmasked_desc.len(), c.masked_desc.len()),
+                cal_images.len(),
+            )),
+            None => {
+                let _ = writeln!(r, "## Identification thresholds for the gallery's size\n\nToo few calibration images to measure a per-person FAR of 1e-1: no identification table written.\n");
+            }
+        }
         let toml = thresholds_toml(
             &model.name,
             &model.sha256,
@@ -834,16 +687,21 @@ pub fn run(o: &Options) -> Result<(), EvalError> {
             cal_images.len(),
             cal_people,
             l,
+            ident_cal
+                .as_ref()
+                .map(|c| (&c.table, c.unmasked_desc.len().min(c.masked_desc.len()))),
         );
         let p = o.out.join("thresholds.toml");
         std::fs::write(&p, toml).map_err(io_err(&p))?;
         let _ = writeln!(r, "Written to `thresholds.toml` (copy to `models/thresholds.toml` for the models pipeline).\n");
-        r.push_str(&o_pool(o.threads, || open_set_section(&d, &pair_images)));
+        r.push_str(&o_pool(o.threads, || {
+            super::ident::open_set_section(&d, &pair_images, ident_cal.as_ref())
+        }));
         r.push_str(&o_pool(o.threads, || {
             enrolment_section(o, &d, &pair_images, cu.threshold, cm.threshold)
         }));
         r.push_str(&o_pool(o.threads, || {
-            seed_section(&d, cu.threshold, cm.threshold)
+            super::seed::section(&d, cu.threshold, cm.threshold)
         }));
     }
     let _ = writeln!(r, "Total time {:.0} s.", t_start.elapsed().as_secs_f64());

@@ -17,9 +17,12 @@
 
 use std::collections::BTreeMap;
 
+use std::fmt::Write as _;
+
 use super::extract::Table;
 use super::fnv1a;
 use super::lfw::person;
+use super::report::{pct, Data, SEED_SPLIT_SEED};
 
 /// The seed report's split of LFW.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +167,102 @@ pub fn one_nn(g: &Gallery, probes: &[String], t: &Table, threshold: f32) -> OneN
             correct_accepted: a.correct_accepted + b.correct_accepted,
             wrong_accepted: a.wrong_accepted + b.wrong_accepted,
         })
+}
+
+/// The seed report's Experiment 1 (pretrained FaceNet), from its tables
+/// "Accuracy in %" and "False Acceptance Rate in %": (set, masked,
+/// accuracy, FAR). Its masked sets are matched against its masked training
+/// images (the KNN's fitted set), its unmasked sets against unmasked ones.
+pub const SEED_REPORT_EXPERIMENT_1: [(&str, bool, f64, f64); 4] = [
+    ("validation", true, 0.5389, 0.3878),
+    ("validation", false, 0.1467, 0.8289),
+    ("test", true, 0.5028, 0.4115),
+    ("test", false, 0.1278, 0.8433),
+];
+
+/// One row of the seed-report table: probes of `table` against `gallery`.
+struct SeedRow<'a> {
+    probe: String,
+    table: &'a Table,
+    gallery_label: String,
+    gallery: &'a Gallery<'a>,
+    /// Which of the report's rows is comparable (masked or not), if any.
+    report_masked: Option<bool>,
+    threshold: f32,
+}
+
+/// The report's section: this protocol beside the seed report's Experiment 1.
+pub fn section(d: &Data, tu: f32, tm: f32) -> String {
+    let s = &d.seed;
+    let gu = Gallery::new(&s.gallery, &d.unmasked);
+    let mut r = String::new();
+    let _ = writeln!(r, "\n## The seed report's protocol (1-NN over all of LFW)\n\nSplit (seed {SEED_SPLIT_SEED}), as the report describes it: people with ≥ 3 images give one image to validation and one to test, people with 2 give one to validation or test, everything else is the gallery (the report's \"train\" set, which its KNN was fitted on): {} gallery images ({} with a face found), {} validation and {} test probes. 1-NN by cosine (the report: KNN, Euclidean — the same order for unit vectors); every probe's person is in the gallery (closed set).\n\nDefinitions. The report's *accuracy* is the share of probes whose nearest gallery image is the right person; its *FAR* is FP/(TP+FP+TN+FN), i.e. the share of probes given *somebody else's* name (a misidentification rate), so accuracy + FAR + (no answer) = 100 %. That is not the biometric FAR of the tables above (the share of impostor attempts accepted, at a threshold): 1-NN without a threshold names somebody for every probe. The last two columns put the same probes through the calibrated thresholds ({tu:.4} unmasked, {tm:.4} masked probe), as the daemon would.\n", s.gallery.len(), gu.len(), s.validation.len(), s.test.len());
+    let _ = writeln!(r, "| set | probes | gallery | report accuracy | report FAR | accuracy (1-NN) | FAR, report's sense (misidentified) | no face | right & accepted | wrong & accepted |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let mg = d
+        .masked
+        .first()
+        .map(|(l, t)| (l.clone(), Gallery::new(&s.gallery, t)));
+    for name in ["validation", "test"] {
+        let probes = if name == "validation" {
+            &s.validation
+        } else {
+            &s.test
+        };
+        let mut rows = vec![SeedRow {
+            probe: "unmasked".into(),
+            table: &d.unmasked,
+            gallery_label: "unmasked".into(),
+            gallery: &gu,
+            report_masked: Some(false),
+            threshold: tu,
+        }];
+        if let Some((l, g)) = &mg {
+            rows.push(SeedRow {
+                probe: format!("masked ({l})"),
+                table: &d.masked[0].1,
+                gallery_label: format!("masked ({l})"),
+                gallery: g,
+                report_masked: Some(true),
+                threshold: tm,
+            });
+        }
+        for (l, t) in &d.masked {
+            rows.push(SeedRow {
+                probe: format!("masked ({l})"),
+                table: t,
+                gallery_label: "unmasked (the door)".into(),
+                gallery: &gu,
+                report_masked: None,
+                threshold: tm,
+            });
+        }
+        for row in rows {
+            let g = row.gallery;
+            let c = one_nn(g, probes, row.table, row.threshold);
+            let rep = row.report_masked.and_then(|m| {
+                SEED_REPORT_EXPERIMENT_1
+                    .iter()
+                    .find(|x| x.0 == name && x.1 == m)
+            });
+            let (ra, rf) = rep.map_or(("-".to_string(), "-".to_string()), |x| (pct(x.2), pct(x.3)));
+            let n = c.probes.max(1) as f64;
+            let _ = writeln!(
+                r,
+                "| {name}, {} | {} | {} ({} images) | {ra} | {rf} | {} | {} | {} | {} | {} |",
+                row.probe,
+                c.probes,
+                row.gallery_label,
+                g.len(),
+                pct(c.accuracy()),
+                pct(c.report_far()),
+                pct(c.no_face as f64 / n),
+                pct(c.correct_accepted as f64 / n),
+                pct(c.wrong_accepted as f64 / n)
+            );
+        }
+    }
+    let _ = writeln!(r, "\nThe report's numbers sit on the rows comparable with its setup: unmasked probes against unmasked gallery images, masked probes against *masked* gallery images (its masked set was the Simulated Masked Face Recognition Dataset, masks painted on LFW; ours are our renderers). The rows \"masked vs unmasked (the door)\" are the product's case: a person enrolled without a mask, seen with one. The report fitted its KNN on the same images its model was fine-tuned on, and its splits share identities with training; Experiment 1 used a Keras FaceNet pre-trained on MS-Celeb-1M (not ours: davidsandberg 20180408-102900, CASIA-WebFace), on its own crops.\n");
+    r
 }
 
 #[cfg(test)]

@@ -306,6 +306,11 @@ impl UserTable {
         self.names.is_empty()
     }
 
+    /// Users a search can name (enabled): the N of identification.
+    pub fn enabled_count(&self) -> usize {
+        self.enabled.iter().filter(|&&e| e).count()
+    }
+
     pub(crate) fn with_user(&self, u: &User) -> Self {
         let mut t = self.clone();
         t.push(u);
@@ -602,6 +607,7 @@ mod tests {
             tpl(4, "c", q.clone()), // exact match but disabled
         ];
         let snap = Snapshot::build(dim, &users, &templates);
+        assert_eq!((snap.users.len(), snap.users.enabled_count()), (3, 2));
         for threads in [1, 2, 3] {
             let hits = snap
                 .search(

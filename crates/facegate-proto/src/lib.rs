@@ -241,6 +241,16 @@ pub struct StatusInfo {
     /// (None: whole faces, at `threshold_masked`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold_periocular: Option<f32>,
+    /// Identification thresholds (identify, door mode) for the gallery's
+    /// current size; None when identification is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identify_unmasked: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identify_masked: Option<f32>,
+    /// How they were chosen ("FPIR 1e-3 for 12 enrolled (at most 1260)"), or
+    /// why identification is refused. Empty from daemons before issue 15.
+    #[serde(default)]
+    pub identify_state: String,
     pub clients: usize,
     pub subscribers: usize,
     /// The optional second (IR) camera (`[camera.ir]`), absent when not configured.
