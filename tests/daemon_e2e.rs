@@ -259,8 +259,9 @@ synthetic_masks = ["surgical", "kn95", "black-cloth"]
 /// 1:1 thresholds, and the same pinned for identification (the bundle's
 /// identification table depends on the model's calibration; pinned, the
 /// door and identify assertions do not).
-const THRESHOLDS: &str =
-    "[thresholds]\nunmasked = 0.50\nmasked = 0.55\n[identify]\nunmasked = 0.50\nmasked = 0.55\n";
+/// The periocular threshold (masked probes of the default bundle) is the
+/// manifest's calibrated one for verify; identification pins one too.
+const THRESHOLDS: &str = "[thresholds]\nunmasked = 0.50\nmasked = 0.55\n[identify]\nunmasked = 0.50\nmasked = 0.55\nperiocular = 0.60\n";
 
 /// A second ("IR") camera: a replay of `ir/`, or a V4L2 device that is not there.
 fn ir_camera(rig: &Rig, present: bool) -> String {
@@ -342,6 +343,9 @@ fn daemon_end_to_end() {
     };
     assert_eq!(rep.unmasked, 2, "{rep:?}");
     assert_eq!(rep.synthetic_masked, 6, "{rep:?}");
+    // The default bundle compares masked probes as periocular crops: one
+    // periocular template per accepted capture.
+    assert_eq!(rep.periocular, 2, "{rep:?}");
     assert!(rep.rejected.len() == 1 && rep.rejected[0].contains("no face"));
     let r = rig.call(Request::Enroll {
         user: "B".into(),
@@ -384,7 +388,13 @@ fn daemon_end_to_end() {
             ..
         } => {
             assert!(*masked, "the probe's mask was not detected");
-            assert!(*score >= 0.55);
+            let Response::Status(st) = rig.call(Request::Status) else {
+                panic!()
+            };
+            let t = st
+                .threshold_periocular
+                .expect("the default bundle compares masked probes as periocular crops");
+            assert!(*score >= t, "{score} < periocular threshold {t}");
             assert!(stages.detect_ms > 0.0 && stages.embed_ms > 0.0);
             eprintln!("masked A: {r:?}");
         }
@@ -631,7 +641,7 @@ fn daemon_end_to_end() {
     write_config(
         &rig,
         &format!(
-            "[thresholds]\nunmasked = 0.50\nmasked = 0.99\n{}",
+            "[thresholds]\nunmasked = 0.50\nmasked = 0.99\nperiocular = 0.99\n{}",
             ir_camera(&rig, false)
         ),
     );
