@@ -577,9 +577,10 @@ fn daemon_end_to_end() {
     let Response::Exported { data_b64 } = rig.call(Request::Export) else {
         panic!("export")
     };
+    // B: 1 unmasked + 3 synthetic-masked + 1 periocular template.
     assert!(matches!(
         rig.call(Request::Remove { user: "B".into() }),
-        Response::Removed { templates: 4, .. }
+        Response::Removed { templates: 5, .. }
     ));
     let r = rig.call(Request::Import {
         data_b64,
@@ -590,7 +591,7 @@ fn daemon_end_to_end() {
             r,
             Response::Imported {
                 users_added: 1,
-                templates_added: 4,
+                templates_added: 5,
                 ..
             }
         ),
