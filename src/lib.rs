@@ -23,5 +23,6 @@ pub mod eval;
 pub mod face;
 pub mod gallery;
 pub mod ident;
+pub mod malloc;
 pub use facegate_proto as protocol;
 pub mod source;

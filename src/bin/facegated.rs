@@ -47,7 +47,17 @@ fn main() -> ExitCode {
     if let Err(e) = facegate::crash::install_fatal_handlers("facegated") {
         eprintln!("facegated: cannot install the fatal-signal reporter: {e}");
     }
+    // Before any thread starts: cap glibc's malloc arenas (issue 17 §4,
+    // docs/PERFORMANCE.md "Memory"; MALLOC_ARENA_MAX in the environment wins).
+    let env_arenas = std::env::var("MALLOC_ARENA_MAX").ok();
+    let arenas = facegate::malloc::arenas_for_env(env_arenas.as_deref())
+        .map(|n| (n, facegate::malloc::limit_arenas(n)));
     systemd::init_logging();
+    match arenas {
+        Some((n, true)) => log::debug!("malloc arenas capped at {n}"),
+        Some((n, false)) => log::debug!("malloc arenas not capped at {n} (not glibc?)"),
+        None => log::debug!("malloc arenas: MALLOC_ARENA_MAX from the environment"),
+    }
     let args = Args::parse();
     match run(args) {
         Ok(code) => code,

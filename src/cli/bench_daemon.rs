@@ -18,7 +18,8 @@ pub(crate) struct BenchDaemonArgs {
     /// Camera frame sizes WxH.
     #[arg(long, value_delimiter = ',', default_value = "640x480,320x240")]
     sizes: Vec<String>,
-    /// Timed decisions per row.
+    /// Timed decisions per row (three rows per frame size; resident memory
+    /// is sampled after 1, 10, 100, 1,000, … decisions of a frame size).
     #[arg(long, default_value_t = 10)]
     runs: usize,
     /// Frames fused per decision (the daemon's [decision] min_frames).
@@ -33,6 +34,10 @@ pub(crate) struct BenchDaemonArgs {
     /// The daemon's [models] threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Enrolments before the timed rows (alice, then enrol-2, enrol-3, …,
+    /// each from the same two registry photos; the first is timed).
+    #[arg(long, default_value_t = 1)]
+    enrolments: usize,
     /// The daemon's [models] detect_max_side (0 = never downscale).
     #[arg(long, default_value_t = 1280)]
     detect_max_side: u32,
@@ -175,15 +180,32 @@ pub(crate) fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode
             });
         }
         let t_enrol = Instant::now();
-        match call(&Request::Enroll {
-            user: "alice".into(),
-            uid: None,
-            source: EnrollSource::Images { images },
-        })? {
-            Response::Enrolled(_) => {}
-            other => bail!("enrolment failed: {other:?}"),
+        let mut enrol_ms = 0.0;
+        for k in 0..a.enrolments.max(1) {
+            let user = if k == 0 {
+                "alice".to_string()
+            } else {
+                format!("enrol-{}", k + 1)
+            };
+            match call(&Request::Enroll {
+                user,
+                uid: None,
+                source: EnrollSource::Images {
+                    images: images.clone(),
+                },
+            })? {
+                Response::Enrolled(_) => {}
+                other => bail!("enrolment failed: {other:?}"),
+            }
+            if k == 0 {
+                enrol_ms = t_enrol.elapsed().as_secs_f64() * 1e3;
+            }
         }
-        let enrol_ms = t_enrol.elapsed().as_secs_f64() * 1e3;
+        let rss_enrolled = proc_rss_kib(daemon.0.id());
+        // Resident memory after 1, 10, 100, 1,000, … decisions (counted
+        // over the rows of this frame size).
+        let mut decisions = 0usize;
+        let mut rss_marks: Vec<(usize, Option<u64>)> = Vec::new();
         for (label, img) in [
             ("verify, masked", &masked),
             ("verify, unmasked", &plain),
@@ -206,6 +228,10 @@ pub(crate) fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode
                 let t = Instant::now();
                 let r = call(&req)?;
                 total.push(t.elapsed());
+                decisions += 1;
+                if is_power_of_ten(decisions) {
+                    rss_marks.push((decisions, proc_rss_kib(daemon.0.id())));
+                }
                 match r {
                     Response::Unlock {
                         stages, frames: n, ..
@@ -243,12 +269,24 @@ pub(crate) fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode
             ]);
         }
         let rss_after = proc_rss_kib(daemon.0.id());
+        let mib = |k: Option<u64>| k.map_or("?".into(), |k| (k / 1024).to_string());
         notes.push(format!(
-            "{w}x{h}: start → ready {:.2} s; enrolment of 2 photos {:.0} ms; resident memory {} MiB at ready, {} MiB after the runs",
+            "{w}x{h}: start → ready {:.2} s; enrolment of 2 photos {:.0} ms; resident memory {} MiB at ready, {} MiB after the runs ({} decisions)",
             ready.as_secs_f64(),
             enrol_ms,
-            rss_ready.map_or("?".into(), |k| (k / 1024).to_string()),
-            rss_after.map_or("?".into(), |k| (k / 1024).to_string()),
+            mib(rss_ready),
+            mib(rss_after),
+            decisions,
+        ));
+        notes.push(format!(
+            "{w}x{h}: resident memory (MiB): ready {}, after {} enrolment(s) {}{}",
+            mib(rss_ready),
+            a.enrolments.max(1),
+            mib(rss_enrolled),
+            rss_marks
+                .iter()
+                .map(|(n, k)| format!(", after {n} decision(s) {}", mib(*k)))
+                .collect::<String>(),
         ));
         drop(daemon);
     }
@@ -282,6 +320,17 @@ pub(crate) fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// 1, 10, 100, … (the decision counts at which `bench daemon` samples RSS).
+fn is_power_of_ten(mut n: usize) -> bool {
+    if n == 0 {
+        return false;
+    }
+    while n % 10 == 0 {
+        n /= 10;
+    }
+    n == 1
+}
+
 pub(crate) fn proc_rss_kib(pid: u32) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
@@ -291,4 +340,13 @@ pub(crate) fn proc_rss_kib(pid: u32) -> Option<u64> {
         .next()?
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn powers_of_ten() {
+        let got: Vec<usize> = (0..=2000).filter(|&n| super::is_power_of_ten(n)).collect();
+        assert_eq!(got, vec![1, 10, 100, 1000]);
+    }
 }

@@ -337,7 +337,9 @@ fn serve_request(sh: &Arc<Shared>, req: Request) -> Result<Answer, ServiceError>
         }
         Request::Identify { timeout_ms } => service::identify(sh, timeout_ms).map(Answer::Decision),
         Request::Enroll { user, uid, source } => {
-            service::enroll(sh, &user, uid, source).map(Answer::Enrolled)
+            let r = service::enroll(sh, &user, uid, source).map(Answer::Enrolled);
+            release_free_memory();
+            r
         }
         Request::Remove { user } => {
             service::remove(sh, &user).map(|templates| Answer::Removed { user, templates })
@@ -346,9 +348,20 @@ fn serve_request(sh: &Arc<Shared>, req: Request) -> Result<Answer, ServiceError>
         Request::Status => Ok(Answer::Status(Box::new(service::status(sh)))),
         Request::Export => service::export(sh).map(Answer::Exported),
         Request::Import { data_b64, merge } => {
-            service::import(sh, &data_b64, merge).map(Answer::Imported)
+            let r = service::import(sh, &data_b64, merge).map(Answer::Imported);
+            release_free_memory();
+            r
         }
         Request::Subscribe => Err(ServiceError::Internal("subscribe is handled apart".into())),
+    }
+}
+
+/// After an enrolment or an import (rare; full-size photos decoded, a
+/// backup parsed): hand the memory they freed back to the kernel, which
+/// malloc would otherwise keep (issue 17 §4; docs/PERFORMANCE.md "Memory").
+fn release_free_memory() {
+    if crate::malloc::trim() {
+        log::debug!("freed memory returned to the kernel");
     }
 }
 
