@@ -192,8 +192,9 @@ fn service_branches_without_a_socket() {
     assert_eq!((reason, best, frames), (DenyReason::LockedOut, None, 0));
     assert!(retry.unwrap() > 50_000, "{retry:?}");
 
-    // Administration, typed.
-    assert_eq!(service::remove(&sh, "A").unwrap(), 2);
+    // Administration, typed. A: 2 unmasked + 2 periocular templates (the
+    // default bundle compares masked probes as periocular crops).
+    assert_eq!(service::remove(&sh, "A").unwrap(), 4);
     assert!(service::list(&sh).unwrap().is_empty());
     let e = service::import(&sh, "not base64!", true).unwrap_err();
     assert!(matches!(e, ServiceError::BadRequest(_)), "{e:?}");
