@@ -321,7 +321,7 @@ fn shipped(
         Some(c) => match (th.periocular, th.periocular_cut) {
             (Some(v), Some(pc)) if (pc - c).abs() < 1e-6 => Ok(("periocular".into(), v)),
             (Some(_), Some(pc)) => Err(format!("periocular threshold is for cut {pc}, not {c}")),
-            _ => Err("no calibrated `periocular` threshold in the manifest yet".into()),
+            _ => Err("no calibrated `periocular` threshold in the manifest".into()),
         },
     }
 }
