@@ -445,11 +445,21 @@ fn idle_connections_of_one_uid_do_not_starve_verify() {
     //    verify runs to its time budget, so five at once overlap: uid 4242's
     //    fifth is told `busy`; root (the PAM helper) has no such cap.
     rig.show(&photo("skimage/coffee.png"));
+    //    A served verify ends in a deny (1) — or, when the machine is so
+    //    loaded that the daemon overshoots its budget by more than the
+    //    helper's 150 ms margin, in "no answer" (2): both are "served, not
+    //    refused" here (PAM falls through to the password either way); what
+    //    this step checks is that exactly the fifth of one uid is `busy` (5).
+    let served = |mut c: Vec<i32>| {
+        c.iter_mut().filter(|x| **x == 2).for_each(|x| *x = 1);
+        c.sort_unstable();
+        c
+    };
     let (codes, text) = rig.helpers_at_once("U", Some(USER_UID), 5);
-    assert_eq!(codes, [1, 1, 1, 1, 5], "{text}");
+    assert_eq!(served(codes), [1, 1, 1, 1, 5], "{text}");
     assert!(text.contains("requests in progress"), "{text}");
     let (codes, text) = rig.helpers_at_once("A", None, 5);
-    assert_eq!(codes, [1; 5], "{text}");
+    assert_eq!(served(codes), [1; 5], "{text}");
     rig.stop();
     let log = rig.log();
     assert!(log.contains("connection closed after"), "{log}");
