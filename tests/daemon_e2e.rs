@@ -20,9 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use facegate::protocol::{
-    Client, DenyReason, EnrollSource, ErrorKind, InlineImage, Request, Response, PROTOCOL_VERSION,
+    Client, DenyReason, EnrollSource, ErrorKind, Request, Response, PROTOCOL_VERSION,
 };
 
 const NOBODY: u32 = 65534;
@@ -61,31 +60,12 @@ impl Rig {
 
     fn start(&mut self) -> Duration {
         let t0 = Instant::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_facegated"))
-            .arg("--config")
-            .arg(self.p("config.toml"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.p("daemon.log")).unwrap())
-            .spawn()
-            .unwrap();
-        self.daemon = Some(child);
-        loop {
-            if let Ok(mut c) = Client::connect(&self.sock(), 2000) {
-                if let Ok(Response::Status(_)) = c.call(&Request::Status) {
-                    return t0.elapsed();
-                }
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "daemon not ready: {}",
-                self.log()
-            );
-            if let Some(st) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
-                panic!("daemon exited with {st}: {}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (sock, log) = (self.sock(), self.p("daemon.log"));
+        // Kept in the rig first, so that a failed start still kills it on drop.
+        let child = self
+            .daemon
+            .insert(common::spawn_daemon(&self.p("config.toml"), &log));
+        common::wait_ready(child, &sock, &log, t0)
     }
 
     fn stop(&mut self) {
@@ -173,9 +153,7 @@ impl Drop for Rig {
     }
 }
 
-fn photo(rel: &str) -> PathBuf {
-    common::models_dir().join("photos").join(rel)
-}
+use common::photo;
 
 fn masked(rig: &Rig, rel: &str, style: &str, seed: u64) -> PathBuf {
     let out = rig.p(&format!(
@@ -193,13 +171,7 @@ fn masked(rig: &Rig, rel: &str, style: &str, seed: u64) -> PathBuf {
     out
 }
 
-fn inline(rel: &str) -> InlineImage {
-    InlineImage {
-        name: rel.into(),
-        data_b64: base64::engine::general_purpose::STANDARD
-            .encode(std::fs::read(photo(rel)).unwrap()),
-    }
-}
+use common::inline;
 
 fn kind(r: &Response) -> Option<ErrorKind> {
     match r {

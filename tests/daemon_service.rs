@@ -11,24 +11,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use facegate::daemon::service::{self, Decision, ServiceError};
 use facegate::daemon::{self, Overrides, Shared};
-use facegate::protocol::{DenyReason, EnrollSource, InlineImage};
+use facegate::protocol::{DenyReason, EnrollSource};
 
 const UNMASKED: f32 = 0.50;
 
-fn photo(rel: &str) -> PathBuf {
-    common::models_dir().join("photos").join(rel)
-}
+use common::photo;
 
-fn inline(rel: &str) -> InlineImage {
-    InlineImage {
-        name: rel.into(),
-        data_b64: base64::engine::general_purpose::STANDARD
-            .encode(std::fs::read(photo(rel)).unwrap()),
-    }
-}
+use common::inline;
 
 /// Show `img` to the replay camera (atomic replace of its single frame) and
 /// let it move on to the new picture.
@@ -53,6 +44,32 @@ fn open(dir: &Path) -> (Arc<Shared>, PathBuf) {
     let cam = dir.join("cam");
     std::fs::create_dir(&cam).unwrap();
     show(&cam, &photo("skimage/coffee.png"));
+    let sh = open_with(
+        dir,
+        &common::models_dir(),
+        &cam,
+        &format!(
+            r#"[thresholds]
+unmasked = {UNMASKED}
+masked = 0.55
+[decision]
+min_frames = 5
+max_frames = 5
+[lockout]
+free_failures = 1
+base_delay_ms = 60000
+[enroll]
+synthetic_masks = []
+"#
+        ),
+    );
+    daemon::start_cameras(&sh).unwrap();
+    (sh, cam)
+}
+
+/// A daemon's shared state from a config of `extra` sections over the common
+/// part: unused socket, state in `dir`, `models`, a 2-fps replay of `cam`.
+fn open_with(dir: &Path, models: &Path, cam: &Path, extra: &str) -> Arc<Shared> {
     let cfg = format!(
         r#"
 [daemon]
@@ -64,29 +81,16 @@ dir = "{models}"
 kind = "replay"
 replay = ["{cam}"]
 fps = 2
-[thresholds]
-unmasked = {UNMASKED}
-masked = 0.55
-[decision]
-min_frames = 5
-max_frames = 5
-[lockout]
-free_failures = 1
-base_delay_ms = 60000
-[enroll]
-synthetic_masks = []
-"#,
+{extra}"#,
         sock = dir.join("unused.sock").display(),
         state = dir.join("state").display(),
-        models = common::models_dir().display(),
+        models = models.display(),
         cam = cam.display(),
     );
     let path = dir.join("config.toml");
     std::fs::write(&path, cfg).unwrap();
     let cfg = daemon::load_config(&path, true, &Overrides::default()).unwrap();
-    let sh = daemon::open(cfg, path, true).unwrap();
-    daemon::start_cameras(&sh).unwrap();
-    (sh, cam)
+    daemon::open(cfg, path, true).unwrap()
 }
 
 fn deny(d: &Decision) -> (DenyReason, Option<f32>, u32, Option<u64>) {
@@ -192,8 +196,9 @@ fn service_branches_without_a_socket() {
     assert_eq!((reason, best, frames), (DenyReason::LockedOut, None, 0));
     assert!(retry.unwrap() > 50_000, "{retry:?}");
 
-    // Administration, typed.
-    assert_eq!(service::remove(&sh, "A").unwrap(), 2);
+    // Administration, typed. A: 2 unmasked + 2 periocular templates (the
+    // default bundle compares masked probes as periocular crops).
+    assert_eq!(service::remove(&sh, "A").unwrap(), 4);
     assert!(service::list(&sh).unwrap().is_empty());
     let e = service::import(&sh, "not base64!", true).unwrap_err();
     assert!(matches!(e, ServiceError::BadRequest(_)), "{e:?}");
@@ -246,29 +251,7 @@ identify_masked = [0.25, 0.35, 0.45]
     let cam = dir.path().join("cam");
     std::fs::create_dir(&cam).unwrap();
     show(&cam, &photo("skimage/coffee.png"));
-    let cfg = format!(
-        r#"
-[daemon]
-socket = "{sock}"
-state_dir = "{state}"
-[models]
-dir = "{models}"
-[camera]
-kind = "replay"
-replay = ["{cam}"]
-fps = 2
-[identify]
-fpir = 1e-3
-"#,
-        sock = dir.path().join("unused.sock").display(),
-        state = dir.path().join("state").display(),
-        models = models.display(),
-        cam = cam.display(),
-    );
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, cfg).unwrap();
-    let cfg = daemon::load_config(&path, true, &Overrides::default()).unwrap();
-    let sh = daemon::open(cfg, path, true).unwrap();
+    let sh = open_with(dir.path(), &models, &cam, "[identify]\nfpir = 1e-3\n");
     assert!(sh.manifest_identify.is_some());
     let ident = |sh: &Shared| {
         let s = service::status(sh);

@@ -12,6 +12,58 @@ pub(crate) enum EvalCmd {
     /// protocol, enrolment strategies, calibrated thresholds; writes
     /// <out>/report.md and PNG plots.
     Lfw(EvalLfwArgs),
+    /// Real masks (M2FRED subset, issue 14 §5): masked probe vs unmasked
+    /// enrolment and unmasked vs unmasked; TAR at FAR, EER, rank 1, mask
+    /// presence, FRR/FAR at the manifest's thresholds; writes <out>/report.md.
+    M2fred(EvalM2fredArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct EvalM2fredArgs {
+    /// The M2FRED subset: <person>/<S>-<F>-0.png (F = 1 masked, 0 unmasked).
+    /// Research-only: read at run time, never copied.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Report folder (report.md).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Embedder bundles to evaluate (repeatable; default: the default embedder).
+    #[arg(long = "bundle", value_name = "NAME")]
+    bundles: Vec<String>,
+    /// Detector bundle.
+    #[arg(long, default_value = bundle::DEFAULT_DETECTOR)]
+    detector: String,
+    /// Also evaluate periocular crops greyed from CUT inter-ocular distances
+    /// below the eyes (repeatable), both sides.
+    #[arg(long, value_name = "CUT")]
+    periocular: Vec<f32>,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+pub(crate) fn eval_m2fred(models: &Path, a: EvalM2fredArgs) -> Result<ExitCode> {
+    let bundles = if a.bundles.is_empty() {
+        vec![bundle::DEFAULT_EMBEDDER.to_string()]
+    } else {
+        a.bundles
+    };
+    if let Some(c) = a.periocular.iter().find(|c| !c.is_finite() || **c < 0.0) {
+        anyhow::bail!("--periocular {c}: expected a cut >= 0 (inter-ocular distances)");
+    }
+    let o = crate::eval::m2fred::Options {
+        data: a.data,
+        out: a.out,
+        models: models.to_path_buf(),
+        bundles,
+        detector: a.detector,
+        periocular: a.periocular,
+        threads: a.threads,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    let text = crate::eval::m2fred::run(&o)?;
+    println!("{text}");
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Args)]

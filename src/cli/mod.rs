@@ -122,6 +122,7 @@ pub fn main() -> ExitCode {
         Cmd::Bench(BenchCmd::Mask(a)) => bench::bench_mask(&models, a),
         Cmd::Bench(BenchCmd::Daemon(a)) => bench_daemon::bench_daemon(&models, a),
         Cmd::Eval(EvalCmd::Lfw(a)) => eval::eval_lfw(&models, a),
+        Cmd::Eval(EvalCmd::M2fred(a)) => eval::eval_m2fred(&models, a),
         Cmd::Daemon(c) => daemon::run(c),
     };
     match result {

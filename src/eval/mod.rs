@@ -8,7 +8,8 @@
 //! without any system font; [`report`] runs every protocol and writes
 //! `report.md`; [`calibrate`] chooses the daemon's thresholds; [`ident`]
 //! calibrates identification for the gallery's size and checks it; [`seed`]
-//! reproduces the seed report's 1-NN protocol.
+//! reproduces the seed report's 1-NN protocol; [`m2fred`] measures real
+//! masks (`facegate eval m2fred`).
 
 pub mod cache;
 pub mod calibrate;
@@ -16,6 +17,7 @@ pub mod crops;
 pub mod extract;
 pub mod ident;
 pub mod lfw;
+pub mod m2fred;
 pub mod plot;
 pub mod report;
 pub mod seed;

@@ -136,3 +136,58 @@ pub fn unlock_exe() -> &'static str {
         exe.to_string_lossy().into_owned()
     })
 }
+
+/// Start `facegated --config CONFIG` with its log (RUST_LOG=info) in `log`.
+pub fn spawn_daemon(config: &std::path::Path, log: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_facegated"))
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Wait until the daemon answers `status` on `sock`; fails with its log when
+/// it exits or is not ready within 60 s of `t0`. Returns the time since `t0`.
+pub fn wait_ready(
+    child: &mut std::process::Child,
+    sock: &std::path::Path,
+    log: &std::path::Path,
+    t0: std::time::Instant,
+) -> std::time::Duration {
+    use facegate::protocol::{Client, Request, Response};
+    let log = || std::fs::read_to_string(log).unwrap_or_default();
+    loop {
+        if let Ok(mut c) = Client::connect(sock, 2000) {
+            if let Ok(Response::Status(_)) = c.call(&Request::Status) {
+                return t0.elapsed();
+            }
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "daemon not ready: {}",
+            log()
+        );
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("daemon exited with {st}: {}", log());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A registry photo fetched by models/build (`photos/<rel>`).
+pub fn photo(rel: &str) -> PathBuf {
+    models_dir().join("photos").join(rel)
+}
+
+/// A registry photo as an inline image of an enrolment request.
+pub fn inline(rel: &str) -> facegate::protocol::InlineImage {
+    use base64::Engine as _;
+    facegate::protocol::InlineImage {
+        name: rel.into(),
+        data_b64: base64::engine::general_purpose::STANDARD
+            .encode(std::fs::read(photo(rel)).unwrap()),
+    }
+}
