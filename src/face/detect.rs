@@ -153,20 +153,8 @@ impl std::fmt::Debug for TractDetector {
 }
 
 fn executor(threads: usize) -> Result<Option<multithread::Executor>, DetectError> {
-    if threads <= 1 {
-        return Ok(None);
-    }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("facegate-det-{i}"))
-        .stack_size(crate::crash::INFERENCE_STACK)
-        .start_handler(|_| crate::crash::install_for_pool_thread())
-        .build()
-        .map_err(|e| DetectError::Threads {
-            threads,
-            message: e.to_string(),
-        })?;
-    Ok(Some(multithread::Executor::MultiThread(Arc::new(pool))))
+    super::tract_executor(threads, "det")
+        .map_err(|message| DetectError::Threads { threads, message })
 }
 
 /// Anchors as (cx, cy, size) in the network's output order (retina.py).

@@ -166,23 +166,8 @@ impl std::fmt::Debug for TractEmbedder {
     }
 }
 
-/// A tract executor with `threads` worker threads (built here so that a
-/// failure to spawn threads is an error, not a panic).
 fn executor(threads: usize) -> Result<Option<multithread::Executor>, EmbedError> {
-    if threads <= 1 {
-        return Ok(None);
-    }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("facegate-mm-{i}"))
-        .stack_size(crate::crash::INFERENCE_STACK)
-        .start_handler(|_| crate::crash::install_for_pool_thread())
-        .build()
-        .map_err(|e| EmbedError::Threads {
-            threads,
-            message: e.to_string(),
-        })?;
-    Ok(Some(multithread::Executor::MultiThread(Arc::new(pool))))
+    super::tract_executor(threads, "mm").map_err(|message| EmbedError::Threads { threads, message })
 }
 
 impl TractEmbedder {

@@ -15,3 +15,25 @@ pub mod mask;
 pub mod periocular;
 pub mod pipeline;
 pub mod presence;
+
+/// A tract executor on its own pool of `threads` named `facegate-<tag>-N`
+/// threads (inference stack, fatal-signal handling), or None for one thread.
+/// A failure to spawn threads is returned, not a panic.
+pub(crate) fn tract_executor(
+    threads: usize,
+    tag: &'static str,
+) -> Result<Option<tract_onnx::prelude::multithread::Executor>, String> {
+    if threads <= 1 {
+        return Ok(None);
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(move |i| format!("facegate-{tag}-{i}"))
+        .stack_size(crate::crash::INFERENCE_STACK)
+        .start_handler(|_| crate::crash::install_for_pool_thread())
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok(Some(
+        tract_onnx::prelude::multithread::Executor::MultiThread(std::sync::Arc::new(pool)),
+    ))
+}
