@@ -70,27 +70,44 @@ class Backbone:
         return ort.InferenceSession(str(model or self.model), so, providers=["CPUExecutionProvider"])
 
 
+@dataclass
+class Trunk:
+    """The frozen part of a backbone cut before its trainable tail."""
+    model: Path           # ONNX: input -> `output` (NCHW)
+    output: str
+    shape: tuple          # H, W, C of the cached (NHWC) activations
+    key: str              # cache key: trunk sha + transform
+    transform: object     # uint8 crops -> uint8 crops
+
+
 def embed_cached(bb: Backbone, pixels: np.ndarray, crops_key: str, cache: Path, threads: int,
-                 batch: int = 32, log=print) -> tuple[np.ndarray, float]:
-    """Frozen-trunk activations of every crop (for the embedding adapter the
-    trunk is the whole backbone: its L2-normalised embedding), cached as
-    `act-<backbone sha>-<crops key>.npy`; resumable (a `.done` file counts
-    the rows written). Returns (N x dim float32, seconds spent now)."""
+                 batch: int = 32, log=print, trunk: "Trunk | None" = None) -> tuple[np.ndarray, float]:
+    """Frozen-trunk activations of every crop, cached as
+    `act-<trunk key>-<crops key>.npy`; resumable (a `.done` file counts the
+    rows written). Without `trunk` the trunk is the whole backbone (its
+    L2-normalised embedding, for the embedding adapter); with one, its model
+    cut before the trainable tail, on crops transformed by `trunk.transform`
+    (e.g. greyed below the eyes), stored NHWC. Returns (N x ... float32,
+    seconds spent now)."""
     cache.mkdir(parents=True, exist_ok=True)
-    path = cache / f"act-{bb.sha256[:16]}-{crops_key}.npy"
+    key = trunk.key if trunk else bb.sha256[:16]
+    path = cache / f"act-{key}-{crops_key}.npy"
     done_f = path.with_suffix(".done")
     n = pixels.shape[0]
     if path.exists() and not done_f.exists():
         return np.load(path, mmap_mode="r"), 0.0
     part = path.with_suffix(".part.npy")
     start = int(done_f.read_text()) if done_f.exists() and part.exists() else 0
-    out = np.lib.format.open_memmap(part, mode="r+" if start else "w+", dtype=np.float32,
-                                    shape=(n, bb.dim))
-    s = bb.session(threads)
+    shape = (n, *trunk.shape) if trunk else (n, bb.dim)
+    out = np.lib.format.open_memmap(part, mode="r+" if start else "w+", dtype=np.float32, shape=shape)
+    s = bb.session(threads, trunk.model if trunk else None)
+    name = trunk.output if trunk else bb.output_name
     t0 = time.time()
     for i in range(start, n, batch):
-        x = bb.preprocess(np.asarray(pixels[i:i + batch]))
-        out[i:i + len(x)] = s.run([bb.output_name], {bb.input_name: x})[0]
+        px = np.asarray(pixels[i:i + batch])
+        x = bb.preprocess(trunk.transform(px) if trunk else px)
+        y = s.run([name], {bb.input_name: x})[0]
+        out[i:i + len(x)] = y.transpose(0, 2, 3, 1) if trunk else y
         if (i // batch) % 20 == 0 or i + batch >= n:
             out.flush()
             done_f.write_text(str(min(n, i + batch)))

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backbone as bbm
-from . import bundle, crops, eum, graph, plot, split
+from . import bundle, crops, eum, graph, plot, run_distil, split
 
 HERE = Path(__file__).resolve().parents[1]   # models/
 REPO = HERE.parent
@@ -66,7 +66,16 @@ def main(argv=None) -> int:
                          "(<family>-<this>); 'none' to skip")
     ap.add_argument("--splits", default="1-5,6-10",
                     help="evaluated folds of each model, ';'-free list of ranges: 1-5,6-10")
-    ap.add_argument("--method", default="eum", choices=["eum"])
+    ap.add_argument("--method", default="eum", choices=["eum", "distil"],
+                    help="eum: embedding-unmasking adapter (method c); distil: the tail fine-tuned "
+                         "on periocular crops (methods b+e, run_distil.py)")
+    ap.add_argument("--cut", type=float, default=0.5, help="(distil) periocular cut, IOD below the eyes")
+    ap.add_argument("--whole", type=float, default=0.0,
+                    help="(distil) weight of whole-face masked -> teacher whole unmasked")
+    ap.add_argument("--ident", type=float, default=0.1, help="(distil) weight of the CosFace term")
+    ap.add_argument("--id-margin", type=float, default=0.2, help="(distil) CosFace margin")
+    ap.add_argument("--scale", type=float, default=32.0, help="(distil) CosFace scale")
+    ap.add_argument("--l2sp", type=float, default=1e-3, help="(distil) decay towards the pretrained weights")
     ap.add_argument("--masks", type=int, default=2, help="procedural masked crops per image")
     ap.add_argument("--max-per-person", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
@@ -118,13 +127,22 @@ def main(argv=None) -> int:
     if c.size != bb.size:
         raise SystemExit(f"crops are {c.size} px, {bb.name} wants {bb.size}")
 
+    pid = {p: k for k, p in enumerate(sorted(people))}
+    iid = {i: k for k, i in enumerate(images)}
+    if a.method == "distil":
+        a.repo = REPO
+        made = run_distil.run(a, splits, bb, c, pid, iid, key, log, timings)
+        bundle.link_support(a.out, a.models, ["retinaface-mnet025", a.backbone])
+        (a.out / "timings.json").write_text(json.dumps(timings, indent=1))
+        log("wall seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+        log("bundles: " + ", ".join(made))
+        return 0
+
     t = time.time()
     act, spent = bbm.embed_cached(bb, c.pixels, c.key, a.cache / "activations", a.threads, log=log)
     timings["activations"] = time.time() - t
     log(f"activations: {act.shape} ({timings['activations']:.0f} s)")
 
-    pid = {p: k for k, p in enumerate(sorted(people))}
-    iid = {i: k for k, i in enumerate(images)}
     row_person = np.array([pid[split.person(i)] for i in c.image])
     row_image = np.array([iid[i] for i in c.image])
     row_var = np.array(c.variant)
