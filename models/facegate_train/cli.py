@@ -73,6 +73,10 @@ def main(argv=None) -> int:
     ap.add_argument("--whole", type=float, default=0.0,
                     help="(distil) weight of whole-face masked -> teacher whole unmasked")
     ap.add_argument("--ident", type=float, default=0.1, help="(distil) weight of the CosFace term")
+    ap.add_argument("--ident-whole", type=float, default=0.0,
+                    help="(distil) weight of a CosFace term on unmasked whole faces")
+    ap.add_argument("--tag", default="",
+                    help="(distil) bundle/run name suffix after the method, e.g. 'v2' -> <family>-masked-distil-v2-f1-5")
     ap.add_argument("--id-margin", type=float, default=0.2, help="(distil) CosFace margin")
     ap.add_argument("--scale", type=float, default=32.0, help="(distil) CosFace scale")
     ap.add_argument("--l2sp", type=float, default=1e-3, help="(distil) decay towards the pretrained weights")

@@ -43,7 +43,8 @@ class Config:
     batch: int = 128
     keep: float = 1.0        # weight of the unmasked keep terms
     whole: float = 0.0       # weight of whole-face masked -> teacher whole unmasked
-    ident: float = 0.1       # weight of the CosFace term
+    ident: float = 0.1       # weight of the CosFace term (masked periocular)
+    ident_whole: float = 0.0  # weight of a CosFace term on unmasked whole faces (U-U)
     scale: float = 32.0
     margin: float = 0.2
     l2sp: float = 1e-3
@@ -144,6 +145,10 @@ def train(act_w: np.ndarray, act_p: np.ndarray, w0: dict, g: Rows, cfg: Config, 
     # people's own (a separate, smaller set) for the held-out loss.
     cen, cls = centres(teach_p_all, Rows(g.unmasked[tr], [g.masked[i] for i in tr], g.person[tr]))
     cen_va, cls_va = centres(teach_p_all, Rows(g.unmasked[va], [g.masked[i] for i in va], g.person[va]))
+    teach_w_all = np.zeros((act_w.shape[0], teach_w.shape[1]), np.float32)
+    teach_w_all[g.unmasked] = teach_w
+    cw, _ = centres(teach_w_all, Rows(g.unmasked[tr], [g.masked[i] for i in tr], g.person[tr]))
+    cw_va, _ = centres(teach_w_all, Rows(g.unmasked[va], [g.masked[i] for i in va], g.person[va]))
     cls_of = np.full(len(g.person), -1)
     cls_of[tr] = cls
     cls_of[va] = cls_va
@@ -152,7 +157,7 @@ def train(act_w: np.ndarray, act_p: np.ndarray, w0: dict, g: Rows, cfg: Config, 
 
     var = {k: tf.Variable(v, dtype=tf.float32, name=k) for k, v in t0w.items()}
     ref = {k: tf.constant(v, dtype=tf.float32) for k, v in t0w.items()}
-    cen_tr, cen_val = tf.constant(cen), tf.constant(cen_va)
+    cen_tr, cen_val = (tf.constant(cen), tf.constant(cw)), (tf.constant(cen_va), tf.constant(cw_va))
     opt = tf.keras.optimizers.Adam(cfg.lr)
 
     def fwd(x):
@@ -162,23 +167,24 @@ def train(act_w: np.ndarray, act_p: np.ndarray, w0: dict, g: Rows, cfg: Config, 
         e = tf.matmul(tf.matmul(gg, var["Wc"]) + var["bc"], var["Wl"]) + var["bl"]
         return tf.math.l2_normalize(e, 1)
 
-    def losses(pm, pu, wu, wm, tp, tw, c, cen_t):
+    def cosface(f, c, cen_t):
+        cos = tf.matmul(f, cen_t, transpose_b=True)
+        known = c >= 0
+        cc = tf.where(known, c, 0)
+        logits = cfg.scale * (cos - cfg.margin * tf.one_hot(cc, tf.shape(cen_t)[0]))
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(cc, logits)
+        return tf.reduce_sum(tf.where(known, ce, 0.0)) / tf.maximum(tf.reduce_sum(tf.cast(known, tf.float32)), 1.0)
+
+    def losses(pm, pu, wu, wm, tp, tw, c, cens):
         fpm, fpu, fwu = fwd(pm), fwd(pu), fwd(wu)
         inv = tf.reduce_mean(1.0 - tf.reduce_sum(fpm * tp, 1))
         keep = tf.reduce_mean(1.0 - tf.reduce_sum(fpu * tp, 1)) + tf.reduce_mean(1.0 - tf.reduce_sum(fwu * tw, 1))
         whole = tf.reduce_mean(1.0 - tf.reduce_sum(fwd(wm) * tw, 1)) if cfg.whole > 0 else tf.constant(0.0)
-        if cfg.ident > 0:
-            cos = tf.matmul(fpm, cen_t, transpose_b=True)
-            known = c >= 0
-            cc = tf.where(known, c, 0)
-            logits = cfg.scale * (cos - cfg.margin * tf.one_hot(cc, tf.shape(cen_t)[0]))
-            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(cc, logits)
-            ident = tf.reduce_sum(tf.where(known, ce, 0.0)) / tf.maximum(
-                tf.reduce_sum(tf.cast(known, tf.float32)), 1.0)
-        else:
-            ident = tf.constant(0.0)
+        ident = cfg.ident * cosface(fpm, c, cens[0]) if cfg.ident > 0 else tf.constant(0.0)
+        if cfg.ident_whole > 0:
+            ident += cfg.ident_whole * cosface(fwu, c, cens[1])
         sp = tf.add_n([tf.reduce_sum(tf.square(var[k] - ref[k])) for k in var])
-        total = inv + cfg.keep * keep + cfg.whole * whole + cfg.ident * ident + cfg.l2sp * sp
+        total = inv + cfg.keep * keep + cfg.whole * whole + ident + cfg.l2sp * sp
         return total, inv, keep, whole, ident
 
     spec = [tf.TensorSpec([None, *act_w.shape[1:]], tf.float32)] * 4 + \
@@ -203,7 +209,7 @@ def train(act_w: np.ndarray, act_p: np.ndarray, w0: dict, g: Rows, cfg: Config, 
                 np.asarray(act_w[u], np.float32), np.asarray(act_w[m], np.float32),
                 teach_p[idx], teach_w[idx], cls_of[idx].astype(np.int64))
 
-    names = ["total", "invariance", "keep", "whole", "identity"]
+    names = ["total", "invariance", "keep", "whole", "identity"]  # identity: weighted sum of the CosFace terms
 
     def run(idx, pick, fn, shuffle):
         order = rng.permutation(idx) if shuffle else idx
@@ -220,7 +226,7 @@ def train(act_w: np.ndarray, act_p: np.ndarray, w0: dict, g: Rows, cfg: Config, 
     vm = np.array([g.masked[i][pick_val[i]] for i in va])
 
     def select(v):  # the held-out objective, without the weight-decay term
-        return v[1] + cfg.keep * v[2] + cfg.whole * v[3] + cfg.ident * v[4]
+        return v[1] + cfg.keep * v[2] + cfg.whole * v[3] + v[4]
 
     def held_out_mu(t):
         """Held-out people: masked periocular probe vs unmasked periocular reference."""

@@ -83,14 +83,15 @@ def run(a, splits, bb: bbm.Backbone, c, pid, iid, key, log, timings: dict) -> li
     code = bundle.code_version(a.repo)
     family = a.backbone.removesuffix("-fp32")
     made = []
+    label = a.method + (f"-{a.tag}" if a.tag else "")
     for sp in splits:
-        run_dir = a.out / "runs" / f"{family}-{a.method}-{sp.name}"
+        run_dir = a.out / "runs" / f"{family}-{label}-{sp.name}"
         run_dir.mkdir(parents=True, exist_ok=True)
         tp_ids = {pid[p] for p in sp.train_people}
         rows = np.flatnonzero(np.isin(row_person, list(tp_ids)))
         assert not ({c.image[r].split("/")[0] for r in rows} & sp.eval_people)
         g = distil.group(row_image, row_var, row_person, rows)
-        cfg = distil.Config(epochs=a.epochs, lr=a.lr, keep=a.keep, whole=a.whole, ident=a.ident,
+        cfg = distil.Config(epochs=a.epochs, lr=a.lr, keep=a.keep, whole=a.whole, ident=a.ident, ident_whole=a.ident_whole,
                             margin=a.id_margin, scale=a.scale, l2sp=a.l2sp, seed=a.seed)
         t = time.time()
         res = distil.train(act_w, act_p, h.weights, g, cfg, log=log)
@@ -126,7 +127,7 @@ def run(a, splits, bb: bbm.Backbone, c, pid, iid, key, log, timings: dict) -> li
                     log(f"look {sp.name} {k:10s} {cond:15s} EER {m['eer']:.4f} TAR@1e-3 {m['tar_1e-3']:.4f} "
                         f"TAR@1e-4 {m['tar_1e-4']:.4f} ({m['genuine']} / {m['impostor']})")
 
-        name = f"{family}-masked-{a.method}-{sp.name}"
+        name = f"{family}-masked-{label}-{sp.name}"
         training = {
             "data": f"LFW deepfunneled ({a.lfw.name}): {len(sp.train_people)} people not in the pairs of "
                     f"folds {sp.name[1:]}, {len(g.unmasked)} images (at most {a.max_per_person} per person), "
@@ -138,7 +139,7 @@ def run(a, splits, bb: bbm.Backbone, c, pid, iid, key, log, timings: dict) -> li
             "split": sp.name,
             "eval_folds": sp.name[1:],
             "seed": a.seed,
-            "epochs": a.epochs, "lr": a.lr, "keep": a.keep, "whole": a.whole, "ident": a.ident,
+            "epochs": a.epochs, "lr": a.lr, "keep": a.keep, "whole": a.whole, "ident": a.ident, "ident_whole": a.ident_whole,
             "margin": a.id_margin, "scale": a.scale, "l2sp": a.l2sp, "periocular_cut": cut,
             "best_epoch": res.best_epoch,
             "code": code,
