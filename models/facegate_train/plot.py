@@ -6,13 +6,18 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 
+def _finite(v) -> bool:
+    """A number that is not NaN (an epoch without a train pass has no "train" entry)."""
+    return isinstance(v, (int, float)) and v == v
+
+
 def loss_curve(history: list[dict], path: Path, title: str) -> None:
     W, H, L, R, T, B = 640, 400, 60, 20, 30, 40
     im = Image.new("RGB", (W, H), "white")
     dr = ImageDraw.Draw(im)
     font = ImageFont.load_default()
     series = [("train", (31, 119, 180)), ("val", (214, 39, 40))]
-    vals = [h[k] for h in history for k, _ in series if h.get(k) == h.get(k)]
+    vals = [h[k] for h in history for k, _ in series if _finite(h.get(k))]
     if not vals:
         im.save(path)
         return
@@ -33,7 +38,7 @@ def loss_curve(history: list[dict], path: Path, title: str) -> None:
     dr.text((L, 8), title, fill="black", font=font)
     dr.text((W // 2 - 20, H - 16), "epoch", fill="black", font=font)
     for i, (k, c) in enumerate(series):
-        pts = [(x(h["epoch"]), y(h[k])) for h in history if h.get(k) == h.get(k)]
+        pts = [(x(h["epoch"]), y(h[k])) for h in history if _finite(h.get(k))]
         if len(pts) > 1:
             dr.line(pts, fill=c, width=2)
         dr.text((W - R - 110, T + 8 + 14 * i), f"— {k} loss", fill=c, font=font)

@@ -224,3 +224,21 @@ class MetricsTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class LossCurve(unittest.TestCase):
+    def test_epoch_without_train_entry_and_nan(self):
+        # Epoch 0 is a held-out pass only: it has "val" but no "train" (this crashed a real run).
+        from facegate_train import plot
+        hist = [{"epoch": 0, "val": 0.18}, {"epoch": 1, "train": 0.38, "val": 0.17},
+                {"epoch": 2, "train": float("nan"), "val": 0.16}]
+        with tempfile.TemporaryDirectory() as d:
+            p = Path(d) / "loss.png"
+            plot.loss_curve(hist, p, "t")
+            from PIL import Image
+            im = Image.open(p)
+            self.assertEqual(im.size, (640, 400))
+            # Both series are drawn: some blue and some red pixels.
+            px = set(im.getdata())
+            self.assertIn((31, 119, 180), px)
+            self.assertIn((214, 39, 40), px)
