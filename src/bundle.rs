@@ -7,6 +7,7 @@
 //! any inference engine sees it. [`sign`] checks a bundle's signature
 //! (`manifest.sig`) against the keys a daemon trusts ([`Bundle::open_trusted`]).
 
+pub mod archive;
 pub mod sign;
 
 use std::fmt;
