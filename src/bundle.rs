@@ -561,6 +561,11 @@ impl Bundle {
         &self.manifest.name
     }
 
+    /// The manifest's bytes as read (what the signature covers).
+    pub fn manifest_bytes(&self) -> &[u8] {
+        &self.manifest_bytes
+    }
+
     pub fn model_bytes(&self) -> &[u8] {
         &self.model
     }

@@ -104,6 +104,7 @@ pub enum Answer {
     /// A gallery export file's bytes.
     Exported(Vec<u8>),
     Imported(ImportReport),
+    Reenrolled(crate::protocol::ReenrollReport),
 }
 
 /// The one mapping from service results to wire responses.
@@ -144,6 +145,7 @@ pub fn respond(r: Result<Answer, ServiceError>) -> Response {
         Ok(Answer::Exported(bytes)) => Response::Exported {
             data_b64: b64().encode(bytes),
         },
+        Ok(Answer::Reenrolled(r)) => Response::Reenrolled(r),
         Ok(Answer::Imported(r)) => Response::Imported {
             users_added: r.users_added,
             users_kept: r.users_kept,
@@ -173,7 +175,8 @@ pub(crate) fn best_match(
         space: f.space(),
         ..Default::default()
     };
-    sh.gallery
+    sh.active()
+        .gallery
         .search(&f.embedding, &opts)
         .ok()
         .and_then(|m| m.into_iter().next())
@@ -205,8 +208,9 @@ pub(crate) fn analyze(
     img: &image::RgbImage,
 ) -> Result<crate::engine::Analysis, crate::engine::EngineError> {
     let (min_face_px, presence) = params(sh);
+    let act = sh.active();
     sh.inference
-        .run(|| sh.engine.analyze(img, min_face_px, presence))
+        .run(|| act.engine.analyze(img, min_face_px, presence))
 }
 
 /// Is `user` in front of the camera? Fuses up to `max_frames` face frames
@@ -226,8 +230,9 @@ pub fn verify(sh: &Arc<Shared>, user: &str, timeout_ms: u64) -> Result<Decision,
             retry_after_ms: Some(left.as_millis() as u64),
         });
     }
-    let snap = sh.gallery.snapshot();
-    let enrolled = sh
+    let act = sh.active();
+    let snap = act.gallery.snapshot();
+    let enrolled = act
         .gallery
         .store()
         .template_ids_of(user)
@@ -259,7 +264,7 @@ pub fn verify(sh: &Arc<Shared>, user: &str, timeout_ms: u64) -> Result<Decision,
                 stages.add(&a.stages);
                 let Some(f) = &a.face else { continue };
                 let ts = Instant::now();
-                let score = sh
+                let score = act
                     .gallery
                     .search(
                         &f.embedding,
@@ -440,10 +445,15 @@ pub fn enroll(
         .filter_map(|s| s.parse().ok())
         .collect();
     let presence = params(sh).1;
+    // One engine and gallery for the whole enrolment, even across a reload.
+    let act = sh.active();
     let mut col = Collector {
         rejected: Vec::new(),
         batch: Vec::new(),
         accepted: 0,
+        kept: Vec::new(),
+        keep_crops: e.keep_crops,
+        act: act.clone(),
     };
     let ctx = (user, &lim, styles.as_slice(), e.seed);
     match source {
@@ -461,7 +471,7 @@ pub fn enroll(
                         continue;
                     }
                 };
-                let a = match sh.inference.run(|| sh.engine.analyze(&img, 0, presence)) {
+                let a = match sh.inference.run(|| act.engine.analyze(&img, 0, presence)) {
                     Ok(a) => a,
                     Err(err) => {
                         col.rejected.push(format!("{label}: {err}"));
@@ -486,7 +496,7 @@ pub fn enroll(
                         after = c;
                         let a = match sh
                             .inference
-                            .run(|| sh.engine.analyze(&frame.image, 0, presence))
+                            .run(|| act.engine.analyze(&frame.image, 0, presence))
                         {
                             Ok(a) => a,
                             Err(err) => {
@@ -506,6 +516,8 @@ pub fn enroll(
         rejected,
         batch,
         accepted,
+        kept,
+        ..
     } = col;
     if accepted == 0 {
         return Err(ServiceError::Quality(format!(
@@ -513,20 +525,25 @@ pub fn enroll(
             rejected.join("; ")
         )));
     }
-    let existing = sh.gallery.store().user(user);
+    let existing = act.gallery.store().user(user);
     let created = match existing {
         Ok(Some(_)) => Ok(()),
-        Ok(None) => sh.gallery.add_user(user, uid).map(|_| ()),
+        Ok(None) => act.gallery.add_user(user, uid).map(|_| ()),
         Err(e) => Err(e),
     };
     created.map_err(gallery_err)?;
+    // The crops first: an enrolment whose crops cannot be kept adds nothing.
+    let restore = super::reenroll::keep_crops(sh, user, &kept)?;
     let count = |c: Condition| batch.iter().filter(|t| t.condition == c).count();
     let (unmasked, synthetic, periocular) = (
         count(Condition::Unmasked),
         count(Condition::SyntheticMasked),
         count(Condition::Periocular),
     );
-    sh.gallery.add_templates(batch).map_err(gallery_err)?;
+    if let Err(e) = act.gallery.add_templates(batch) {
+        restore.undo();
+        return Err(gallery_err(e));
+    }
     Ok(EnrollReport {
         user: user.to_string(),
         unmasked,
@@ -540,6 +557,10 @@ struct Collector {
     rejected: Vec<String>,
     batch: Vec<crate::gallery::NewTemplate>,
     accepted: usize,
+    /// The accepted captures' neighbourhoods, when `[enroll] keep_crops`.
+    kept: Vec<super::crops::KeptCrop>,
+    keep_crops: bool,
+    act: Arc<super::active::Active>,
 }
 
 type EnrollCtx<'a> = (&'a str, &'a QualityLimits, &'a [MaskStyle], u64);
@@ -563,13 +584,18 @@ impl Collector {
             return Ok(());
         }
         let seed = seed.wrapping_add(self.accepted as u64 * 1000);
+        let engine = &self.act.engine;
         match sh
             .inference
-            .run(|| templates_for(&sh.engine, user, label, img, f, styles, seed))
+            .run(|| templates_for(engine, user, label, img, f, styles, seed))
         {
             Ok(t) => {
                 self.batch.extend(t);
                 self.accepted += 1;
+                if self.keep_crops {
+                    self.kept
+                        .push(super::crops::KeptCrop::cut(img, &f.face, label));
+                }
                 Ok(())
             }
             Err(err) => Err(ServiceError::Internal(err.to_string())),
@@ -591,26 +617,34 @@ fn decode_image(bytes: &[u8]) -> Result<image::RgbImage, String> {
 
 /// Remove `user` and their templates; how many templates went.
 pub fn remove(sh: &Shared, user: &str) -> Result<usize, ServiceError> {
-    sh.gallery
+    let n = sh
+        .active()
+        .gallery
         .remove_user(user)
         .map(|ids| ids.len())
-        .map_err(gallery_err)
+        .map_err(gallery_err)?;
+    super::reenroll::forget_crops(sh, user);
+    Ok(n)
 }
 
 /// The enrolled users with their template counts.
 pub fn list(sh: &Shared) -> Result<Vec<UserInfo>, ServiceError> {
-    let users = sh.gallery.users().map_err(gallery_err)?;
-    let templates = sh.gallery.templates().map_err(gallery_err)?;
+    let act = sh.active();
+    let users = act.gallery.users().map_err(gallery_err)?;
+    let templates = act.gallery.templates().map_err(gallery_err)?;
+    let stale = super::active::must_reenrol(&act.gallery);
     let mut out: Vec<UserInfo> = users
         .into_iter()
         .map(|u| UserInfo {
-            name: u.name,
             uid: u.uid,
             enabled: u.enabled,
             unmasked: 0,
             masked: 0,
             synthetic_masked: 0,
             periocular: 0,
+            must_reenrol: stale.contains(&u.name),
+            kept_crops: super::reenroll::has_crops(sh, &u.name),
+            name: u.name,
         })
         .collect();
     for t in &templates {
@@ -629,7 +663,8 @@ pub fn list(sh: &Shared) -> Result<Vec<UserInfo>, ServiceError> {
 /// The daemon's state (open to every peer that reaches the socket).
 pub fn status(sh: &Shared) -> StatusInfo {
     let (source, source_state, frames, source_reopens) = sh.hub.status();
-    let counts = sh.gallery.counts().ok();
+    let act = sh.active();
+    let counts = act.gallery.counts().ok();
     let (tu, tm) = sh.thresholds();
     let ident = super::ident::current(sh);
     StatusInfo {
@@ -642,8 +677,8 @@ pub fn status(sh: &Shared) -> StatusInfo {
         source_reopens,
         users: counts.map_or(0, |c| c.users),
         templates: counts.map_or(0, |c| c.templates),
-        embedder: sh.engine.embedder.name().to_string(),
-        detector: sh.detector_name.clone(),
+        embedder: act.engine.embedder.name().to_string(),
+        detector: act.detector_name.clone(),
         threshold_unmasked: tu,
         threshold_masked: tm,
         identify_unmasked: ident.as_ref().ok().map(|t| t.thresholds.unmasked),
@@ -664,6 +699,7 @@ pub fn status(sh: &Shared) -> StatusInfo {
                 reopens,
             }
         }),
+        must_reenrol: super::active::must_reenrol(&act.gallery),
     }
 }
 
@@ -680,6 +716,7 @@ fn temp_path(sh: &Shared, what: &str) -> std::path::PathBuf {
 pub fn export(sh: &Shared) -> Result<Vec<u8>, ServiceError> {
     let p = temp_path(sh, "export");
     let r = sh
+        .active()
         .gallery
         .export(&p)
         .map_err(|e| e.to_string())
@@ -700,7 +737,7 @@ pub fn import(sh: &Shared, data_b64: &str, merge: bool) -> Result<ImportReport, 
     } else {
         ImportMode::IntoEmpty
     };
-    let r = sh.gallery.import(&p, mode);
+    let r = sh.active().gallery.import(&p, mode);
     let _ = std::fs::remove_file(&p);
     r.map_err(gallery_err)
 }

@@ -782,6 +782,74 @@ impl Store {
         Ok(out)
     }
 
+    /// Replaces every template of `users` by `batch` in one transaction
+    /// (all or nothing): re-enrolment with a new embedder. Every owner in
+    /// `batch` must be one of `users` and exist.
+    pub fn replace_templates(
+        &self,
+        users: &[String],
+        batch: Vec<NewTemplate>,
+    ) -> Result<Vec<Template>> {
+        for t in &batch {
+            validate_embedding(&t.embedding, self.dim)?;
+            if t.source.len() > MAX_SOURCE_LEN || !t.quality.is_finite() {
+                return Err(GalleryError::InvalidEmbedding(
+                    "source too long or non-finite quality".into(),
+                ));
+            }
+            if !users.contains(&t.user) {
+                return Err(GalleryError::UnknownUser(t.user.clone()));
+            }
+        }
+        let _g = self.lock();
+        let mut old = Vec::new();
+        for name in users {
+            for id in self.template_ids_of_unlocked(name)? {
+                old.push((name.clone(), id));
+            }
+        }
+        let created = now_unix();
+        let out = (&self.meta, &self.users, &self.templates, &self.by_user).transaction(
+            |(m, u, t, i)| {
+                for (name, id) in &old {
+                    t.remove(&tid_key(*id))?;
+                    i.remove(index_key(name, *id))?;
+                }
+                let next = match m.get(K_NEXT_ID)? {
+                    Some(v) => u64_value(&v, "next_id").or_else(abort)?,
+                    None => return abort(GalleryError::Corrupt("missing next_id".into())),
+                };
+                let mut out = Vec::with_capacity(batch.len());
+                for (k, nt) in batch.iter().enumerate() {
+                    if u.get(nt.user.as_bytes())?.is_none() {
+                        return abort(GalleryError::UnknownUser(nt.user.clone()));
+                    }
+                    let tpl = Template {
+                        id: next + k as u64,
+                        user: nt.user.clone(),
+                        embedding: nt.embedding.clone(),
+                        condition: nt.condition,
+                        source: nt.source.clone(),
+                        quality: nt.quality,
+                        created,
+                    };
+                    insert_template_tx(t, i, &tpl)?;
+                    out.push(tpl);
+                }
+                m.insert(K_NEXT_ID, &(next + batch.len() as u64).to_le_bytes())?;
+                Ok(out)
+            },
+        )?;
+        self.durable()?;
+        info!(
+            "replaced {} templates of {} users by {}",
+            old.len(),
+            users.len(),
+            out.len()
+        );
+        Ok(out)
+    }
+
     /// Removes one template; returns it.
     pub fn remove_template(&self, id: u64) -> Result<Template> {
         let _g = self.lock();
