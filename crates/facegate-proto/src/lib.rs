@@ -592,6 +592,7 @@ mod tests {
                 data_b64: "AAAA".into(),
                 merge: true,
             },
+            Request::Reenroll,
         ];
         for r in reqs {
             let mut buf = Vec::new();
@@ -653,5 +654,20 @@ mod tests {
             err(br#"{"v":1,"type":"verify","user":7,"timeout_ms":1}"#),
             ErrorKind::BadRequest
         );
+    }
+
+    #[test]
+    fn answers_of_older_daemons_still_parse() {
+        // A user and a status from before must_reenrol / kept_crops.
+        let u: UserInfo = serde_json::from_str(
+            r#"{"name":"a","uid":null,"enabled":true,"unmasked":1,"masked":0,"synthetic_masked":0}"#,
+        )
+        .unwrap();
+        assert!(!u.must_reenrol && !u.kept_crops);
+        let r: Response = serde_json::from_str(
+            r#"{"type":"reenrolled","embedder":"e","users":["a"],"templates":2,"without_crops":["b"],"failed":[]}"#,
+        )
+        .unwrap();
+        assert!(matches!(r, Response::Reenrolled(ReenrollReport { templates: 2, .. })));
     }
 }
