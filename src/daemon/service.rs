@@ -167,7 +167,7 @@ pub(crate) fn ms_since(t: Instant) -> f64 {
 /// The gallery's best match for a probe (best template of the best user, in
 /// the probe's space: whole face or periocular).
 pub(crate) fn best_match(
-    sh: &Shared,
+    gallery: &crate::gallery::Gallery,
     f: &crate::engine::FaceAnalysis,
 ) -> Option<crate::gallery::Match> {
     let opts = SearchOptions {
@@ -175,8 +175,7 @@ pub(crate) fn best_match(
         space: f.space(),
         ..Default::default()
     };
-    sh.active()
-        .gallery
+    gallery
         .search(&f.embedding, &opts)
         .ok()
         .and_then(|m| m.into_iter().next())
@@ -209,8 +208,11 @@ pub(crate) fn analyze(
 ) -> Result<crate::engine::Analysis, crate::engine::EngineError> {
     let (min_face_px, presence) = params(sh);
     let act = sh.active();
-    sh.inference
-        .run(|| act.engine.analyze(img, min_face_px, presence))
+    let mut a = sh
+        .inference
+        .run(|| act.engine.analyze(img, min_face_px, presence))?;
+    a.embedder_sha.clone_from(&act.embedder_id.sha256);
+    Ok(a)
 }
 
 /// Is `user` in front of the camera? Fuses up to `max_frames` face frames
@@ -263,6 +265,10 @@ pub fn verify(sh: &Arc<Shared>, user: &str, timeout_ms: u64) -> Result<Decision,
                 after = c;
                 stages.add(&a.stages);
                 let Some(f) = &a.face else { continue };
+                if a.embedder_sha != act.embedder_id.sha256 {
+                    // Analysed by the engine in use before a model switch.
+                    continue;
+                }
                 let ts = Instant::now();
                 let score = act
                     .gallery
@@ -374,9 +380,13 @@ pub fn identify(sh: &Arc<Shared>, timeout_ms: u64) -> Result<Decision, ServiceEr
                 after = c;
                 stages.add(&a.stages);
                 let Some(f) = &a.face else { continue };
+                let act = sh.active();
+                if a.embedder_sha != act.embedder_id.sha256 {
+                    continue;
+                }
                 seen += 1;
                 let ts = Instant::now();
-                let top = best_match(sh, f);
+                let top = best_match(&act.gallery, f);
                 stages.scan_ms += ms_since(ts);
                 if let Some(m) = top {
                     best = Some(best.map_or(m.score, |b| b.max(m.score)));

@@ -668,6 +668,9 @@ mod tests {
             r#"{"type":"reenrolled","embedder":"e","users":["a"],"templates":2,"without_crops":["b"],"failed":[]}"#,
         )
         .unwrap();
-        assert!(matches!(r, Response::Reenrolled(ReenrollReport { templates: 2, .. })));
+        assert!(matches!(
+            r,
+            Response::Reenrolled(ReenrollReport { templates: 2, .. })
+        ));
     }
 }
