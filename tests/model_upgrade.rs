@@ -290,6 +290,15 @@ fn a_restart_with_another_embedder_migrates_the_gallery() {
     std::thread::sleep(Duration::from_millis(500));
     let path = write_config(dir.path(), NEW, "");
     let cfg = daemon::load_config(&path, true, &Overrides::default()).unwrap();
+    // --check-config says what the start will do.
+    let checked = daemon::check(&cfg).unwrap();
+    assert!(
+        checked.warnings.iter().any(|w| w.contains(
+            "was enrolled with embedder mobilefacenet-fp32 (1 users); with facenet-fp32 it will be retired"
+        )),
+        "{:?}",
+        checked.warnings
+    );
     let sh = daemon::open(cfg, path, true).unwrap();
     let st = service::status(&sh);
     assert_eq!(
@@ -297,4 +306,39 @@ fn a_restart_with_another_embedder_migrates_the_gallery() {
         (NEW, vec!["obama".to_string()])
     );
     assert_eq!(retired(dir.path()).len(), 1);
+}
+
+/// A crops key others can read is refused, and the enrolment adds nothing.
+#[test]
+fn an_open_crops_key_refuses_the_enrolment_and_adds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("crops.key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let sh = open(
+        dir.path(),
+        &format!("keep_crops = true\ncrops_key = \"{}\"\n", key.display()),
+    );
+    let e = service::enroll(
+        &sh,
+        "obama",
+        None,
+        EnrollSource::Images {
+            images: vec![inline("face_recognition/obama.jpg")],
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("nothing was enrolled") && e.contains("chmod 600"),
+        "{e}"
+    );
+    assert!(service::list(&sh).unwrap().is_empty());
+    assert!(
+        !dir.path().join("state/crops").exists()
+            || std::fs::read_dir(dir.path().join("state/crops"))
+                .unwrap()
+                .count()
+                == 0
+    );
 }

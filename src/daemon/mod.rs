@@ -373,6 +373,23 @@ pub fn check(cfg: &Config) -> Result<Checked, DaemonError> {
             emb.name()
         ));
     }
+    // The gallery of another embedder would be retired at start (a daemon
+    // holding it, or no permission to read it: not checked).
+    let gpath = cfg.daemon.state_dir.join("gallery");
+    if gpath.exists() {
+        if let Ok(info) = crate::gallery::Store::inspect(&gpath, false) {
+            let running = crate::gallery::ModelId::new(emb.name(), emb.sha256());
+            if info.model != running {
+                warn.push(format!(
+                    "the gallery {} was enrolled with embedder {} ({} users); with {} it will be retired and its users must re-enrol (`facegate reenroll` re-embeds those with kept crops; docs/MODELS_SHIPPING.md)",
+                    gpath.display(),
+                    info.model.name,
+                    info.counts.users,
+                    emb.name()
+                ));
+            }
+        }
+    }
     if cfg.camera.kind == SourceKind::V4l2 && !cfg.camera.device.exists() {
         warn.push(format!(
             "camera.device {} does not exist (the daemon retries with back-off)",

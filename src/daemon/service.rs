@@ -535,15 +535,18 @@ pub fn enroll(
             rejected.join("; ")
         )));
     }
+    // The crops first: an enrolment whose crops cannot be kept adds nothing.
+    let restore = super::reenroll::keep_crops(sh, user, &kept)?;
     let existing = act.gallery.store().user(user);
     let created = match existing {
         Ok(Some(_)) => Ok(()),
         Ok(None) => act.gallery.add_user(user, uid).map(|_| ()),
         Err(e) => Err(e),
     };
-    created.map_err(gallery_err)?;
-    // The crops first: an enrolment whose crops cannot be kept adds nothing.
-    let restore = super::reenroll::keep_crops(sh, user, &kept)?;
+    if let Err(e) = created {
+        restore.undo();
+        return Err(gallery_err(e));
+    }
     let count = |c: Condition| batch.iter().filter(|t| t.condition == c).count();
     let (unmasked, synthetic, periocular) = (
         count(Condition::Unmasked),
