@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod crops;
 pub mod door;
+pub mod enrol;
 pub mod hub;
 pub mod ident;
 pub mod limits;
