@@ -1084,6 +1084,42 @@ mod tests {
     }
 
     #[test]
+    fn replace_templates_is_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path().join("g"), &StoreOptions::new(16, model())).unwrap();
+        for u in ["alice", "bob", "carol"] {
+            s.add_user(u, None).unwrap();
+        }
+        s.add_templates(vec![
+            nt("alice", 16, 1),
+            nt("alice", 16, 2),
+            nt("bob", 16, 3),
+            nt("carol", 16, 4),
+        ])
+        .unwrap();
+        let users = vec!["alice".to_string(), "bob".to_string()];
+        // An owner outside `users`, or a bad embedding: nothing changes.
+        let before = s.templates().unwrap();
+        assert!(matches!(
+            s.replace_templates(&users, vec![nt("alice", 16, 9), nt("carol", 16, 9)]),
+            Err(GalleryError::UnknownUser(_))
+        ));
+        assert!(s
+            .replace_templates(&users, vec![nt("alice", 8, 9)])
+            .is_err());
+        assert_eq!(s.templates().unwrap(), before);
+        // Replaced: alice and bob's old templates go, carol's stay.
+        let new = s
+            .replace_templates(&users, vec![nt("alice", 16, 7), nt("bob", 16, 8)])
+            .unwrap();
+        assert_eq!(new.iter().map(|t| t.id).collect::<Vec<_>>(), vec![5, 6]);
+        assert_eq!(s.template_ids_of("alice").unwrap(), vec![5]);
+        assert_eq!(s.template_ids_of("bob").unwrap(), vec![6]);
+        assert_eq!(s.template_ids_of("carol").unwrap(), vec![4]);
+        assert_eq!(s.verify().unwrap().templates, 3);
+    }
+
+    #[test]
     fn crud_and_verify() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("g");
