@@ -7,6 +7,7 @@
 //! any inference engine sees it. [`sign`] checks a bundle's signature
 //! (`manifest.sig`) against the keys a daemon trusts ([`Bundle::open_trusted`]).
 
+pub mod archive;
 pub mod sign;
 
 use std::fmt;
@@ -558,6 +559,11 @@ impl Bundle {
 
     pub fn name(&self) -> &str {
         &self.manifest.name
+    }
+
+    /// The manifest's bytes as read (what the signature covers).
+    pub fn manifest_bytes(&self) -> &[u8] {
+        &self.manifest_bytes
     }
 
     pub fn model_bytes(&self) -> &[u8] {

@@ -63,6 +63,10 @@ impl FaceAnalysis {
 pub struct Analysis {
     pub face: Option<FaceAnalysis>,
     pub stages: Stages,
+    /// The sha256 of the embedder that made `face.embedding` (set by the
+    /// daemon; empty elsewhere): a frame analysed by the engine in use
+    /// before a model switch is never compared with the new gallery.
+    pub embedder_sha: String,
 }
 
 /// Operating thresholds (cosine) per probe condition.
@@ -175,6 +179,7 @@ impl Engine {
             return Ok(Analysis {
                 face: None,
                 stages: st,
+                embedder_sha: String::new(),
             });
         };
         let t = Instant::now();
@@ -205,6 +210,7 @@ impl Engine {
                 crop,
             }),
             stages: st,
+            embedder_sha: String::new(),
         })
     }
 

@@ -146,7 +146,7 @@ fn service_branches_without_a_socket() {
     // Identification (issue 15): the bundle's table at N = the users, or
     // a refusal naming why (this config pins no [identify] thresholds).
     let st = service::status(&sh);
-    if sh.manifest_identify.is_some() {
+    if sh.active().manifest_identify.is_some() {
         assert!(
             st.identify_unmasked.is_some() && st.identify_masked.is_some(),
             "{st:?}"
@@ -252,7 +252,7 @@ identify_masked = [0.25, 0.35, 0.45]
     std::fs::create_dir(&cam).unwrap();
     show(&cam, &photo("skimage/coffee.png"));
     let sh = open_with(dir.path(), &models, &cam, "[identify]\nfpir = 1e-3\n");
-    assert!(sh.manifest_identify.is_some());
+    assert!(sh.active().manifest_identify.is_some());
     let ident = |sh: &Shared| {
         let s = service::status(sh);
         (s.identify_unmasked, s.identify_masked, s.identify_state)

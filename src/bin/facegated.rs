@@ -124,7 +124,12 @@ fn run(args: Args) -> Result<ExitCode> {
     let ready = format!(
         "ready in {:.0} ms: {} users, socket {}",
         t0.elapsed().as_secs_f64() * 1e3,
-        shared.gallery.counts().map(|c| c.users).unwrap_or(0),
+        shared
+            .active()
+            .gallery
+            .counts()
+            .map(|c| c.users)
+            .unwrap_or(0),
         socket_path
             .as_ref()
             .map_or("(from systemd)".to_string(), |p| p.display().to_string())

@@ -90,6 +90,16 @@ pub enum DaemonCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Re-embed every user's kept enrolment crops with the daemon's current
+    /// embedder ([enroll] keep_crops), after a model upgrade. Exit 0 when
+    /// everybody was re-enrolled, 1 when some users must enrol again (named).
+    Reenroll {
+        /// Per user and capture this takes an embedding or three: allow time.
+        #[arg(long, default_value_t = 600_000)]
+        timeout_ms: u64,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Load a backup file into the daemon's gallery.
     Import {
         file: PathBuf,
@@ -247,19 +257,33 @@ pub fn run(cmd: DaemonCmd) -> Result<ExitCode> {
             print(&conn, &r, || match &r {
                 Response::Users { users } => {
                     let mut s = format!(
-                        "{:<24} {:>6} {:>8} {:>8} {:>10} {:>8} {:>10}",
-                        "user", "uid", "enabled", "unmasked", "synthetic", "masked", "periocular"
+                        "{:<24} {:>6} {:>8} {:>8} {:>10} {:>8} {:>10} {:>6}  state",
+                        "user",
+                        "uid",
+                        "enabled",
+                        "unmasked",
+                        "synthetic",
+                        "masked",
+                        "periocular",
+                        "crops"
                     );
                     for u in users {
                         s.push_str(&format!(
-                            "\n{:<24} {:>6} {:>8} {:>8} {:>10} {:>8} {:>10}",
+                            "\n{:<24} {:>6} {:>8} {:>8} {:>10} {:>8} {:>10} {:>6}  {}",
                             u.name,
                             u.uid.map_or("-".into(), |u| u.to_string()),
                             u.enabled,
                             u.unmasked,
                             u.synthetic_masked,
                             u.masked,
-                            u.periocular
+                            u.periocular,
+                            if u.kept_crops { "kept" } else { "-" },
+                            match (u.must_reenrol, u.kept_crops) {
+                                (false, _) => "ok",
+                                (true, true) =>
+                                    "MUST RE-ENROL (embedder changed; `facegate reenroll` can)",
+                                (true, false) => "MUST RE-ENROL (embedder changed; enrol again)",
+                            }
                         ));
                     }
                     s
@@ -301,7 +325,16 @@ pub fn run(cmd: DaemonCmd) -> Result<ExitCode> {
                         _ => format!("refused: {}", s.identify_state),
                     },
                     s.clients, s.subscribers
-                ),
+                ) + &if s.must_reenrol.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "\nMUST RE-ENROL ({} users, no template made with embedder {}): {}",
+                        s.must_reenrol.len(),
+                        s.embedder,
+                        s.must_reenrol.join(", ")
+                    )
+                },
                 other => format!("{other:?}"),
             }
             })?;
@@ -356,6 +389,37 @@ pub fn run(cmd: DaemonCmd) -> Result<ExitCode> {
             std::fs::rename(&tmp, &out).with_context(|| format!("writing {}", out.display()))?;
             println!("exported {} bytes to {}", bytes.len(), out.display());
             Ok(ExitCode::SUCCESS)
+        }
+        DaemonCmd::Reenroll { timeout_ms, conn } => {
+            let r = expect_ok(connect(&conn, timeout_ms)?.call(&Request::Reenroll)?)?;
+            print(&conn, &r, || match &r {
+                Response::Reenrolled(rep) => {
+                    let mut s = format!(
+                        "re-enrolled {} users ({} templates) with embedder {}",
+                        rep.users.len(),
+                        rep.templates,
+                        rep.embedder
+                    );
+                    if !rep.without_crops.is_empty() {
+                        s.push_str(&format!(
+                            "\nno kept crops, must enrol again: {}",
+                            rep.without_crops.join(", ")
+                        ));
+                    }
+                    for f in &rep.failed {
+                        s.push_str(&format!("\nfailed (must enrol again): {f}"));
+                    }
+                    s
+                }
+                other => format!("{other:?}"),
+            })?;
+            let complete = matches!(&r, Response::Reenrolled(rep)
+                if rep.without_crops.is_empty() && rep.failed.is_empty());
+            Ok(if complete {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         DaemonCmd::Import { file, merge, conn } => {
             let bytes =

@@ -52,7 +52,7 @@ pub(crate) enum Cmd {
     /// Print the cosine similarity of every pair of aligned face crops as a table.
     Compare(CompareArgs),
     /// List the model bundles and verify each one (manifest, size, sha256,
-    /// signature).
+    /// signature); `pack` and `install` carry a bundle to a device.
     ///
     /// With --config or --trusted-key, also say whether facegated would
     /// load each bundle under that signature policy (docs/SIGNING.md); a
@@ -114,7 +114,7 @@ pub fn main() -> ExitCode {
         Cmd::Align(a) => face::align_cmd(&models, a),
         Cmd::Mask(a) => face::mask_cmd(&models, a),
         Cmd::Compare(a) => face::compare(&models, a),
-        Cmd::Models(a) => models::list_models(&models, &a),
+        Cmd::Models(a) => models::models_cmd(&models, cli.models.as_deref(), &a),
         Cmd::Bench(BenchCmd::Embed(a)) => bench::bench_embed(&models, a),
         Cmd::Bench(BenchCmd::EmbedWorker(a)) => bench::bench_worker(&models, a),
         Cmd::Bench(BenchCmd::Scan(a)) => bench::bench_scan(a),

@@ -2,14 +2,58 @@
 
 use crate::bench;
 use crate::bundle::sign::{PublicKey, Status, TrustPolicy};
-use crate::bundle::{self, Bundle, Kind};
+use crate::bundle::{self, archive, Bundle, Kind};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct ModelsArgs {
+    #[command(subcommand)]
+    cmd: Option<ModelsCmd>,
+    #[command(flatten)]
+    trust: TrustArgs,
+}
+
+#[derive(clap::Subcommand)]
+pub(crate) enum ModelsCmd {
+    /// Write a bundle as one archive for a device (workstation side):
+    /// manifest.toml, manifest.sig if signed, the model and SHA256SUMS, in a
+    /// gzip-compressed tar (docs/MODELS_SHIPPING.md).
+    Pack(PackArgs),
+    /// Verify a bundle archive and install it next to the other bundles
+    /// (device side): checksums, signature (per the daemon's config), model
+    /// against manifest, then one rename. A bad archive changes nothing.
+    ///
+    /// Then name the bundle in the config ([models] embedder or detector)
+    /// and reload the daemon (SIGHUP: `systemctl reload facegated`).
+    Install(InstallArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct PackArgs {
+    /// A bundle name under --models, or a bundle folder.
+    bundle: String,
+    /// The archive to write (default: ./<name>.tar.gz).
+    #[arg(long, short, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub(crate) struct InstallArgs {
+    /// The archive `facegate models pack` wrote.
+    archive: PathBuf,
+    /// Replace an installed bundle of the same name that differs.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    trust: TrustArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct TrustArgs {
     /// Judge signatures by this facegated config's [models] trusted_keys and
     /// allow_unsigned (e.g. /etc/facegate/config.toml).
     #[arg(long, value_name = "FILE")]
@@ -21,7 +65,7 @@ pub(crate) struct ModelsArgs {
 }
 
 /// The policy asked for on the command line, None when none was.
-fn policy(a: &ModelsArgs) -> Result<Option<TrustPolicy>> {
+fn policy(a: &TrustArgs) -> Result<Option<TrustPolicy>> {
     let mut p = match &a.config {
         Some(path) => crate::daemon::config::load(path, true)?
             .models
@@ -66,7 +110,93 @@ pub(crate) fn cpu_report() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn list_models(models: &Path, a: &ModelsArgs) -> Result<ExitCode> {
+/// `facegate models [pack|install]`. `explicit`: --models as given.
+pub(crate) fn models_cmd(
+    models: &Path,
+    explicit: Option<&Path>,
+    a: &ModelsArgs,
+) -> Result<ExitCode> {
+    match &a.cmd {
+        None => list_models(models, &a.trust),
+        Some(ModelsCmd::Pack(p)) => pack(models, p),
+        Some(ModelsCmd::Install(i)) => install(models, explicit, i),
+    }
+}
+
+fn pack(models: &Path, a: &PackArgs) -> Result<ExitCode> {
+    let dir = if Path::new(&a.bundle).join("manifest.toml").is_file() {
+        PathBuf::from(&a.bundle)
+    } else {
+        models.join("bundles").join(&a.bundle)
+    };
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| a.bundle.clone());
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{name}.tar.gz")));
+    let b = archive::pack(&dir, &out)?;
+    let signed = match b.signature_status(&[]) {
+        Ok(Status::Unsigned) => "unsigned (a device with trusted_keys will refuse it)".to_string(),
+        Ok(Status::Untrusted(k) | Status::Trusted(k)) => format!("signed by {k}"),
+        Err(e) => e.to_string(),
+    };
+    println!(
+        "packed bundle {} ({} {}, model sha256 {}, {signed}) into {}",
+        b.name(),
+        b.manifest.kind,
+        b.manifest.version,
+        b.sha256(),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn install(models: &Path, explicit: Option<&Path>, a: &InstallArgs) -> Result<ExitCode> {
+    // On a device: the daemon's own policy and models folder, unless told otherwise.
+    let daemon_cfg = Path::new(crate::daemon::config::DEFAULT_PATH);
+    let mut trust = TrustArgs {
+        config: a.trust.config.clone(),
+        trusted_keys: a.trust.trusted_keys.clone(),
+    };
+    if trust.config.is_none() && trust.trusted_keys.is_empty() && daemon_cfg.is_file() {
+        trust.config = Some(daemon_cfg.to_path_buf());
+    }
+    let policy = policy(&trust)?;
+    let dir = match (explicit, &trust.config) {
+        (Some(m), _) => m.to_path_buf(),
+        (None, Some(c)) => crate::daemon::config::load(c, true)?
+            .models
+            .dir
+            .unwrap_or_else(|| models.to_path_buf()),
+        (None, None) => models.to_path_buf(),
+    };
+    let r = archive::install(&a.archive, &dir, policy.as_ref(), a.force)
+        .with_context(|| format!("nothing was installed into {}", dir.display()))?;
+    let what = match r.outcome {
+        archive::Outcome::Installed => "installed",
+        archive::Outcome::Replaced => "replaced",
+        archive::Outcome::AlreadyInstalled => "already installed (nothing changed)",
+    };
+    println!(
+        "bundle {} {what}: {} (model sha256 {}, {})",
+        r.name,
+        r.dir.display(),
+        r.sha256,
+        r.signature
+    );
+    if r.outcome != archive::Outcome::AlreadyInstalled {
+        println!(
+            "to use it: set [models] embedder (or detector) = \"{}\" in the daemon's config, then `systemctl reload facegated` (SIGHUP)",
+            r.name
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn list_models(models: &Path, a: &TrustArgs) -> Result<ExitCode> {
     let policy = policy(a)?;
     let names = bundle::list(models)?;
     let mut rows = Vec::new();

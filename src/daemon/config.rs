@@ -263,6 +263,15 @@ pub struct Enroll {
     /// Enable only with thresholds calibrated for that enrolment.
     pub synthetic_masks: Vec<String>,
     pub seed: u64,
+    /// Keep each accepted capture's face neighbourhood, encrypted at rest,
+    /// so that `facegate reenroll` can re-embed every user when the
+    /// embedder changes (docs/MODELS_SHIPPING.md). Off: a new embedder
+    /// means everyone enrols again.
+    pub keep_crops: bool,
+    /// The 32-byte key the kept crops are encrypted with: made on first use
+    /// (mode 0600, owned by the daemon's user); refused when group or others
+    /// can read it. Unset: `<state_dir>/crops.key`.
+    pub crops_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -399,6 +408,8 @@ impl Default for Enroll {
             max_yaw: 0.6,
             synthetic_masks: Vec::new(),
             seed: 1,
+            keep_crops: false,
+            crops_key: None,
         }
     }
 }

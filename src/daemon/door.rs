@@ -88,7 +88,12 @@ fn door_loop(sh: &Arc<Shared>) {
             continue;
         };
         arrival.get_or_insert(Instant::now());
-        let top = best_match(sh, f);
+        let act = sh.active();
+        if a.embedder_sha != act.embedder_id.sha256 {
+            // Analysed by the engine in use before a model switch.
+            continue;
+        }
+        let top = best_match(&act.gallery, f);
         let Some(m) = top.filter(|m| m.score >= thr.for_face(f)) else {
             window.push_back((String::new(), -1.0));
             if window.len() > cfg.decision.max_frames as usize {

@@ -336,6 +336,7 @@ impl Analyzer {
                 Analysis {
                     face: None,
                     stages: Stages::default(),
+                    embedder_sha: String::new(),
                 }
             }
         };

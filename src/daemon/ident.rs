@@ -90,13 +90,14 @@ pub fn resolve(i: &Inputs) -> Result<IdentThresholds, ServiceError> {
 /// The identification thresholds of the running daemon for its gallery now.
 pub fn current(sh: &Shared) -> Result<IdentThresholds, ServiceError> {
     let c = sh.cfg.load();
+    let act = sh.active();
     resolve(&Inputs {
-        bundle: sh.engine.embedder.name(),
+        bundle: act.engine.embedder.name(),
         fixed: c.identify.fixed(),
         fpir: c.identify.fpir,
-        table: sh.manifest_identify.as_ref(),
+        table: act.manifest_identify.as_ref(),
         one_to_one: sh.resolved_thresholds(),
-        people: sh.gallery.snapshot().users.enabled_count(),
+        people: act.gallery.snapshot().users.enabled_count(),
     })
 }
 

@@ -4,12 +4,16 @@
 //! ([`auth`]), the limits per peer ([`limits`]) and the systemd integration
 //! ([`systemd`]).
 
+pub mod active;
 pub mod auth;
 pub mod config;
+pub mod crops;
 pub mod door;
+pub mod enrol;
 pub mod hub;
 pub mod ident;
 pub mod limits;
+pub mod reenroll;
 pub mod server;
 pub mod service;
 pub mod systemd;
@@ -24,12 +28,10 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::bundle::{self, Bundle, Kind};
+use crate::daemon::active::Active;
 use crate::daemon::auth::{Accounts, Policy, SystemAccounts};
 use crate::daemon::config::{Config, SourceKind};
-use crate::engine::{Engine, Lockout, Thresholds};
-use crate::face::detect::{DetectorOptions, TractDetector};
-use crate::face::embed::{Embedder, EmbedderOptions, TractEmbedder};
-use crate::gallery::{Gallery, ModelId, StoreOptions};
+use crate::engine::{Lockout, Thresholds};
 use crate::protocol::DoorEvent;
 use crate::source::replay::ReplaySource;
 use crate::source::{FrameSource, SourceError};
@@ -98,11 +100,10 @@ pub struct Shared {
     pub config_path: PathBuf,
     pub config_must_exist: bool,
     pub policy: ArcSwap<Policy>,
-    pub engine: Engine,
-    pub manifest_thresholds: (Option<f32>, Option<f32>),
-    /// The manifest's identification table (issue 15), if calibrated.
-    pub manifest_identify: Option<crate::ident::IdentTable>,
-    pub gallery: Gallery,
+    /// The models and the gallery, replaced as one on SIGHUP ([`active`]).
+    pub active: ArcSwap<Active>,
+    /// Serialises model reloads and re-enrolments.
+    pub models_lock: Mutex<()>,
     pub hub: Arc<Hub>,
     /// The optional second (IR) camera; streamed and reported, not yet used
     /// by decisions.
@@ -116,24 +117,27 @@ pub struct Shared {
     pub conns: Mutex<limits::Table<std::os::unix::net::UnixStream>>,
     pub started: Instant,
     pub state_dir: PathBuf,
-    pub detector_name: String,
 }
 
 impl Shared {
+    /// The models and gallery in use now (a request keeps the ones it
+    /// started with).
+    pub fn active(&self) -> Arc<Active> {
+        self.active.load_full()
+    }
+
     /// Thresholds in use: config overrides, else the manifest's calibrated
     /// values; None when either is missing.
     pub fn thresholds(&self) -> (Option<f32>, Option<f32>) {
         let c = self.cfg.load();
-        (
-            c.thresholds.unmasked.or(self.manifest_thresholds.0),
-            c.thresholds.masked.or(self.manifest_thresholds.1),
-        )
+        let m = self.active.load().manifest_thresholds;
+        (c.thresholds.unmasked.or(m.0), c.thresholds.masked.or(m.1))
     }
 
     /// The periocular threshold in use (config override, else the
     /// manifest's); None when the embedder does not compare that way.
     pub fn periocular_threshold(&self) -> Option<f32> {
-        let pm = self.engine.periocular?;
+        let pm = self.active.load().engine.periocular?;
         Some(
             self.cfg
                 .load()
@@ -154,8 +158,43 @@ impl Shared {
         }
     }
 
-    /// Re-read the config file (SIGHUP). The socket, state dir and models
-    /// are kept (they need a restart); everything else applies at once.
+    /// Re-open the configured bundles and switch to them when they changed
+    /// (SIGHUP). On any error the models in use stay and the error is
+    /// logged.
+    pub fn reload_models(&self, cfg: &Config) -> Result<bool, DaemonError> {
+        let _g = server::lock(&self.models_lock);
+        let cur = self.active();
+        let Some(new) = active::build(cfg, &self.state_dir, Some(&cur))? else {
+            log::info!("reload: the model bundles are unchanged");
+            return Ok(false);
+        };
+        let changed = new.embedder_id != cur.embedder_id;
+        self.active.store(Arc::new(new));
+        let now = self.active();
+        log::info!(
+            "reload: now running detector {}, embedder {}",
+            now.detector_name,
+            now.embedder_id.name
+        );
+        if changed {
+            let who = active::must_reenrol(&now.gallery);
+            if !who.is_empty() {
+                log::warn!(
+                    "{} users must re-enrol with embedder {} (`facegate reenroll` when crops are kept): {}",
+                    who.len(),
+                    now.embedder_id.name,
+                    who.join(", ")
+                );
+            }
+        }
+        log_periocular(self);
+        Ok(true)
+    }
+
+    /// Re-read the config file (SIGHUP). The socket and state dir are kept
+    /// (they need a restart); the model bundles are re-opened and switched
+    /// to when they changed ([`Shared::reload_models`]); everything else
+    /// applies at once.
     pub fn reload(&self) {
         let new = match crate::daemon::config::load(&self.config_path, self.config_must_exist) {
             Ok(c) => c,
@@ -165,8 +204,14 @@ impl Shared {
             }
         };
         let old = self.cfg.load_full();
-        if new.daemon != old.daemon || new.models != old.models {
-            log::warn!("reload: changes to [daemon] and [models] take effect after a restart");
+        if new.daemon != old.daemon {
+            log::warn!("reload: changes to [daemon] take effect after a restart");
+        }
+        if new.models.amx != old.models.amx {
+            log::warn!("reload: models.amx takes effect after a restart");
+        }
+        if let Err(e) = self.reload_models(&new) {
+            log::error!("reload: {e}; keeping the models in use");
         }
         // The IR camera's settings are part of `camera` but have their own hub.
         let main_only = |c: &crate::daemon::config::Camera| crate::daemon::config::Camera {
@@ -329,6 +374,23 @@ pub fn check(cfg: &Config) -> Result<Checked, DaemonError> {
             emb.name()
         ));
     }
+    // The gallery of another embedder would be retired at start (a daemon
+    // holding it, or no permission to read it: not checked).
+    let gpath = cfg.daemon.state_dir.join("gallery");
+    if gpath.exists() {
+        if let Ok(info) = crate::gallery::Store::inspect(&gpath, false) {
+            let running = crate::gallery::ModelId::new(emb.name(), emb.sha256());
+            if info.model != running {
+                warn.push(format!(
+                    "the gallery {} was enrolled with embedder {} ({} users); with {} it will be retired and its users must re-enrol (`facegate reenroll` re-embeds those with kept crops; docs/MODELS_SHIPPING.md)",
+                    gpath.display(),
+                    info.model.name,
+                    info.counts.users,
+                    emb.name()
+                ));
+            }
+        }
+    }
     if cfg.camera.kind == SourceKind::V4l2 && !cfg.camera.device.exists() {
         warn.push(format!(
             "camera.device {} does not exist (the daemon retries with back-off)",
@@ -344,7 +406,8 @@ pub fn check(cfg: &Config) -> Result<Checked, DaemonError> {
 /// Say how masked probes are compared, and who cannot be matched that way
 /// (users enrolled before periocular templates existed must re-enrol).
 fn log_periocular(sh: &Shared) {
-    let Some(pm) = sh.engine.periocular else {
+    let a = sh.active();
+    let Some(pm) = a.engine.periocular else {
         log::info!("masked probes: whole face, masked threshold");
         return;
     };
@@ -353,7 +416,7 @@ fn log_periocular(sh: &Shared) {
         pm.cut,
         pm.threshold
     );
-    let (Ok(users), Ok(templates)) = (sh.gallery.users(), sh.gallery.templates()) else {
+    let (Ok(users), Ok(templates)) = (a.gallery.users(), a.gallery.templates()) else {
         return;
     };
     let missing: Vec<&str> = users
@@ -486,60 +549,15 @@ pub fn open(
     let mm = |e: String| DaemonError::Models(e);
     apply_cpu_policy(&cfg).map_err(|e| mm(e.to_string()))?;
     let inference = worker::Inference::new()?;
-    let ((det_b, _), (emb_b, _)) = open_bundles(&cfg)?;
-    let detector = TractDetector::from_bundle(
-        &det_b,
-        &DetectorOptions {
-            threads: cfg.models.threads,
-            max_side: (cfg.models.detect_max_side > 0).then_some(cfg.models.detect_max_side),
-            ..Default::default()
-        },
-    )
-    .map_err(|e| mm(e.to_string()))?;
-    let embedder = TractEmbedder::from_bundle(
-        &emb_b,
-        &EmbedderOptions {
-            max_batch: 1,
-            threads: cfg.models.threads,
-            ..Default::default()
-        },
-    )
-    .map_err(|e| mm(e.to_string()))?;
-    let align = emb_b
-        .manifest
-        .align
-        .clone()
-        .ok_or_else(|| mm("embedder bundle has no [align] section".into()))?;
-    log::info!(
-        "models loaded in {:.0} ms: detector {}, embedder {} ({}-d)",
-        t0.elapsed().as_secs_f64() * 1e3,
-        det_b.name(),
-        embedder.name(),
-        embedder.dim()
-    );
     let state_dir = cfg.daemon.state_dir.clone();
     std::fs::create_dir_all(&state_dir).map_err(|e| DaemonError::Gallery {
         path: state_dir.clone(),
         message: e.to_string(),
     })?;
     let _ = std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700));
-    let gpath = state_dir.join("gallery");
-    let gallery = Gallery::open(
-        &gpath,
-        &StoreOptions::new(
-            embedder.dim(),
-            ModelId::new(embedder.name(), embedder.sha256()),
-        ),
-    )
-    .map_err(|e| DaemonError::Gallery {
-        path: gpath.clone(),
-        message: e.to_string(),
-    })?;
-    let manifest_thresholds = manifest_thresholds(&emb_b);
-    let manifest_identify = emb_b
-        .manifest
-        .calibrated_thresholds()
-        .and_then(|t| t.identify());
+    let active =
+        active::build(&cfg, &state_dir, None)?.ok_or_else(|| mm("no models were built".into()))?;
+    let embedder_name = active.embedder_id.name.clone();
     let hub = hub_for(&cfg.camera);
     let ir_hub = cfg.camera.ir.as_deref().map(hub_for);
     let shared = Arc::new(Shared {
@@ -552,17 +570,8 @@ pub fn open(
         cfg: ArcSwap::from_pointee(cfg),
         config_path,
         config_must_exist,
-        engine: Engine {
-            detector: Box::new(detector),
-            embedder: Box::new(embedder),
-            align,
-            periocular: crate::engine::PeriocularMode::from_thresholds(
-                emb_b.manifest.thresholds.as_ref(),
-            ),
-        },
-        manifest_thresholds,
-        manifest_identify,
-        gallery,
+        active: ArcSwap::from_pointee(active),
+        models_lock: Mutex::new(()),
         hub,
         ir_hub,
         analyzer: Analyzer::default(),
@@ -571,13 +580,19 @@ pub fn open(
         conns: Mutex::new(limits::Table::default()),
         started: t0,
         state_dir,
-        detector_name: det_b.name().to_string(),
     });
     log_periocular(&shared);
+    let who = active::must_reenrol(&shared.active().gallery);
+    if !who.is_empty() {
+        log::warn!(
+            "{} users have no template made with embedder {embedder_name} and must re-enrol (`facegate reenroll` when crops are kept): {}",
+            who.len(),
+            who.join(", ")
+        );
+    }
     if shared.resolved_thresholds().is_none() {
         log::warn!(
-            "bundle {} has no calibrated thresholds and [thresholds] unmasked/masked are not both configured: verify and identify will answer an error until they are",
-            emb_b.name()
+            "bundle {embedder_name} has no calibrated thresholds and [thresholds] unmasked/masked are not both configured: verify and identify will answer an error until they are"
         );
     }
     match ident::current(&shared) {

@@ -305,6 +305,7 @@ fn handle(sh: &Arc<Shared>, peer: &Peer, req: Request) -> Response {
     let need = match &req {
         Request::Verify { user, .. } => {
             let uid = sh
+                .active()
                 .gallery
                 .store()
                 .user(user)
@@ -352,6 +353,7 @@ fn serve_request(sh: &Arc<Shared>, req: Request) -> Result<Answer, ServiceError>
             release_free_memory();
             r
         }
+        Request::Reenroll => super::reenroll::reenroll(sh).map(Answer::Reenrolled),
         Request::Subscribe => Err(ServiceError::Internal("subscribe is handled apart".into())),
     }
 }

@@ -3,7 +3,7 @@
 //! ([`Shared`]), returning typed results. The socket code (`server`) reads
 //! frames, checks the policy, calls these and turns the result into the one
 //! wire answer with [`respond`]; tests call them without a socket
-//! (tests/daemon_service.rs).
+//! (tests/daemon_service.rs). Enrolment lives in [`super::enrol`].
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -12,12 +12,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
-use crate::engine::{quality, templates_for, Fused, Fusion, QualityLimits};
-use crate::face::mask::MaskStyle;
+use crate::engine::{Fused, Fusion};
 use crate::gallery::{Condition, ImportMode, ImportReport, SearchOptions};
 use crate::protocol::{
-    DenyReason, EnrollReport, EnrollSource, ErrorKind, Response, Stages, StatusInfo, UserInfo,
-    PROTOCOL_VERSION,
+    DenyReason, EnrollReport, ErrorKind, Response, Stages, StatusInfo, UserInfo, PROTOCOL_VERSION,
 };
 
 use super::hub::WaitError;
@@ -86,7 +84,7 @@ impl ServiceError {
     }
 }
 
-fn gallery_err(e: impl std::fmt::Display) -> ServiceError {
+pub(crate) fn gallery_err(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::Gallery(e.to_string())
 }
 
@@ -104,6 +102,7 @@ pub enum Answer {
     /// A gallery export file's bytes.
     Exported(Vec<u8>),
     Imported(ImportReport),
+    Reenrolled(crate::protocol::ReenrollReport),
 }
 
 /// The one mapping from service results to wire responses.
@@ -144,6 +143,7 @@ pub fn respond(r: Result<Answer, ServiceError>) -> Response {
         Ok(Answer::Exported(bytes)) => Response::Exported {
             data_b64: b64().encode(bytes),
         },
+        Ok(Answer::Reenrolled(r)) => Response::Reenrolled(r),
         Ok(Answer::Imported(r)) => Response::Imported {
             users_added: r.users_added,
             users_kept: r.users_kept,
@@ -154,7 +154,7 @@ pub fn respond(r: Result<Answer, ServiceError>) -> Response {
     }
 }
 
-fn b64() -> base64::engine::GeneralPurpose {
+pub(crate) fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
 }
 
@@ -165,7 +165,7 @@ pub(crate) fn ms_since(t: Instant) -> f64 {
 /// The gallery's best match for a probe (best template of the best user, in
 /// the probe's space: whole face or periocular).
 pub(crate) fn best_match(
-    sh: &Shared,
+    gallery: &crate::gallery::Gallery,
     f: &crate::engine::FaceAnalysis,
 ) -> Option<crate::gallery::Match> {
     let opts = SearchOptions {
@@ -173,13 +173,13 @@ pub(crate) fn best_match(
         space: f.space(),
         ..Default::default()
     };
-    sh.gallery
+    gallery
         .search(&f.embedding, &opts)
         .ok()
         .and_then(|m| m.into_iter().next())
 }
 
-fn budget(sh: &Shared, timeout_ms: u64) -> Duration {
+pub(crate) fn budget(sh: &Shared, timeout_ms: u64) -> Duration {
     let d = &sh.cfg.load().decision;
     let t = if timeout_ms == 0 {
         d.default_timeout_ms
@@ -189,7 +189,7 @@ fn budget(sh: &Shared, timeout_ms: u64) -> Duration {
     Duration::from_millis(t.min(d.max_timeout_ms))
 }
 
-fn params(sh: &Shared) -> (u32, f32) {
+pub(crate) fn params(sh: &Shared) -> (u32, f32) {
     let c = sh.cfg.load();
     (
         c.decision.min_face_px,
@@ -205,8 +205,12 @@ pub(crate) fn analyze(
     img: &image::RgbImage,
 ) -> Result<crate::engine::Analysis, crate::engine::EngineError> {
     let (min_face_px, presence) = params(sh);
-    sh.inference
-        .run(|| sh.engine.analyze(img, min_face_px, presence))
+    let act = sh.active();
+    let mut a = sh
+        .inference
+        .run(|| act.engine.analyze(img, min_face_px, presence))?;
+    a.embedder_sha.clone_from(&act.embedder_id.sha256);
+    Ok(a)
 }
 
 /// Is `user` in front of the camera? Fuses up to `max_frames` face frames
@@ -226,8 +230,9 @@ pub fn verify(sh: &Arc<Shared>, user: &str, timeout_ms: u64) -> Result<Decision,
             retry_after_ms: Some(left.as_millis() as u64),
         });
     }
-    let snap = sh.gallery.snapshot();
-    let enrolled = sh
+    let act = sh.active();
+    let snap = act.gallery.snapshot();
+    let enrolled = act
         .gallery
         .store()
         .template_ids_of(user)
@@ -258,8 +263,12 @@ pub fn verify(sh: &Arc<Shared>, user: &str, timeout_ms: u64) -> Result<Decision,
                 after = c;
                 stages.add(&a.stages);
                 let Some(f) = &a.face else { continue };
+                if a.embedder_sha != act.embedder_id.sha256 {
+                    // Analysed by the engine in use before a model switch.
+                    continue;
+                }
                 let ts = Instant::now();
-                let score = sh
+                let score = act
                     .gallery
                     .search(
                         &f.embedding,
@@ -369,9 +378,13 @@ pub fn identify(sh: &Arc<Shared>, timeout_ms: u64) -> Result<Decision, ServiceEr
                 after = c;
                 stages.add(&a.stages);
                 let Some(f) = &a.face else { continue };
+                let act = sh.active();
+                if a.embedder_sha != act.embedder_id.sha256 {
+                    continue;
+                }
                 seen += 1;
                 let ts = Instant::now();
-                let top = best_match(sh, f);
+                let top = best_match(&act.gallery, f);
                 stages.scan_ms += ms_since(ts);
                 if let Some(m) = top {
                     best = Some(best.map_or(m.score, |b| b.max(m.score)));
@@ -419,198 +432,38 @@ pub fn identify(sh: &Arc<Shared>, timeout_ms: u64) -> Result<Decision, ServiceEr
     }
 }
 
-/// Enrol `user` from inline images or camera frames: quality-checked
-/// captures become unmasked (+ synthetic-masked) templates.
-pub fn enroll(
-    sh: &Arc<Shared>,
-    user: &str,
-    uid: Option<u32>,
-    source: EnrollSource,
-) -> Result<EnrollReport, ServiceError> {
-    let cfg = sh.cfg.load();
-    let e = &cfg.enroll;
-    let lim = QualityLimits {
-        min_face_px: e.min_face_px,
-        min_sharpness: e.min_sharpness,
-        max_yaw: e.max_yaw,
-    };
-    let styles: Vec<MaskStyle> = e
-        .synthetic_masks
-        .iter()
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    let presence = params(sh).1;
-    let mut col = Collector {
-        rejected: Vec::new(),
-        batch: Vec::new(),
-        accepted: 0,
-    };
-    let ctx = (user, &lim, styles.as_slice(), e.seed);
-    match source {
-        EnrollSource::Images { images } => {
-            for im in images {
-                let label = format!("file:{}", im.name.chars().take(200).collect::<String>());
-                let img = match b64()
-                    .decode(im.data_b64.as_bytes())
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| decode_image(&b))
-                {
-                    Ok(i) => i,
-                    Err(why) => {
-                        col.rejected.push(format!("{label}: {why}"));
-                        continue;
-                    }
-                };
-                let a = match sh.inference.run(|| sh.engine.analyze(&img, 0, presence)) {
-                    Ok(a) => a,
-                    Err(err) => {
-                        col.rejected.push(format!("{label}: {err}"));
-                        continue;
-                    }
-                };
-                col.add(sh, ctx, &img, &label, &a)?;
-            }
-        }
-        EnrollSource::Camera { frames, timeout_ms } => {
-            let want = if frames == 0 {
-                e.frames
-            } else {
-                frames.min(50)
-            };
-            let t0 = Instant::now();
-            let deadline = t0 + budget(sh, timeout_ms.max(1));
-            let mut after = 0;
-            while (col.accepted as u32) < want {
-                match sh.hub.wait_frame(after, t0, deadline) {
-                    Ok((c, frame)) => {
-                        after = c;
-                        let a = match sh
-                            .inference
-                            .run(|| sh.engine.analyze(&frame.image, 0, presence))
-                        {
-                            Ok(a) => a,
-                            Err(err) => {
-                                col.rejected.push(format!("frame {c}: {err}"));
-                                continue;
-                            }
-                        };
-                        col.add(sh, ctx, &frame.image, &format!("camera frame {c}"), &a)?;
-                    }
-                    Err(WaitError::Timeout) => break,
-                    Err(WaitError::Gone(why)) => return Err(ServiceError::Source(why)),
-                }
-            }
-        }
-    }
-    let Collector {
-        rejected,
-        batch,
-        accepted,
-    } = col;
-    if accepted == 0 {
-        return Err(ServiceError::Quality(format!(
-            "no usable capture: {}",
-            rejected.join("; ")
-        )));
-    }
-    let existing = sh.gallery.store().user(user);
-    let created = match existing {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => sh.gallery.add_user(user, uid).map(|_| ()),
-        Err(e) => Err(e),
-    };
-    created.map_err(gallery_err)?;
-    let count = |c: Condition| batch.iter().filter(|t| t.condition == c).count();
-    let (unmasked, synthetic, periocular) = (
-        count(Condition::Unmasked),
-        count(Condition::SyntheticMasked),
-        count(Condition::Periocular),
-    );
-    sh.gallery.add_templates(batch).map_err(gallery_err)?;
-    Ok(EnrollReport {
-        user: user.to_string(),
-        unmasked,
-        synthetic_masked: synthetic,
-        periocular,
-        rejected,
-    })
-}
-
-struct Collector {
-    rejected: Vec<String>,
-    batch: Vec<crate::gallery::NewTemplate>,
-    accepted: usize,
-}
-
-type EnrollCtx<'a> = (&'a str, &'a QualityLimits, &'a [MaskStyle], u64);
-
-impl Collector {
-    /// Quality-check one capture and add its templates.
-    fn add(
-        &mut self,
-        sh: &Shared,
-        (user, lim, styles, seed): EnrollCtx<'_>,
-        img: &image::RgbImage,
-        label: &str,
-        a: &crate::engine::Analysis,
-    ) -> Result<(), ServiceError> {
-        let Some(f) = &a.face else {
-            self.rejected.push(format!("{label}: no face"));
-            return Ok(());
-        };
-        if let Err(why) = quality(f, lim) {
-            self.rejected.push(format!("{label}: {why}"));
-            return Ok(());
-        }
-        let seed = seed.wrapping_add(self.accepted as u64 * 1000);
-        match sh
-            .inference
-            .run(|| templates_for(&sh.engine, user, label, img, f, styles, seed))
-        {
-            Ok(t) => {
-                self.batch.extend(t);
-                self.accepted += 1;
-                Ok(())
-            }
-            Err(err) => Err(ServiceError::Internal(err.to_string())),
-        }
-    }
-}
-
-fn decode_image(bytes: &[u8]) -> Result<image::RgbImage, String> {
-    let mut r = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(crate::face::imageio::MAX_SIDE);
-    limits.max_image_height = Some(crate::face::imageio::MAX_SIDE);
-    limits.max_alloc = Some(512 << 20);
-    r.limits(limits);
-    r.decode().map(|i| i.to_rgb8()).map_err(|e| e.to_string())
-}
+pub use super::enrol::enroll;
 
 /// Remove `user` and their templates; how many templates went.
 pub fn remove(sh: &Shared, user: &str) -> Result<usize, ServiceError> {
-    sh.gallery
+    let n = sh
+        .active()
+        .gallery
         .remove_user(user)
         .map(|ids| ids.len())
-        .map_err(gallery_err)
+        .map_err(gallery_err)?;
+    super::reenroll::forget_crops(sh, user);
+    Ok(n)
 }
 
 /// The enrolled users with their template counts.
 pub fn list(sh: &Shared) -> Result<Vec<UserInfo>, ServiceError> {
-    let users = sh.gallery.users().map_err(gallery_err)?;
-    let templates = sh.gallery.templates().map_err(gallery_err)?;
+    let act = sh.active();
+    let users = act.gallery.users().map_err(gallery_err)?;
+    let templates = act.gallery.templates().map_err(gallery_err)?;
+    let stale = super::active::must_reenrol(&act.gallery);
     let mut out: Vec<UserInfo> = users
         .into_iter()
         .map(|u| UserInfo {
-            name: u.name,
             uid: u.uid,
             enabled: u.enabled,
             unmasked: 0,
             masked: 0,
             synthetic_masked: 0,
             periocular: 0,
+            must_reenrol: stale.contains(&u.name),
+            kept_crops: super::reenroll::has_crops(sh, &u.name),
+            name: u.name,
         })
         .collect();
     for t in &templates {
@@ -629,7 +482,8 @@ pub fn list(sh: &Shared) -> Result<Vec<UserInfo>, ServiceError> {
 /// The daemon's state (open to every peer that reaches the socket).
 pub fn status(sh: &Shared) -> StatusInfo {
     let (source, source_state, frames, source_reopens) = sh.hub.status();
-    let counts = sh.gallery.counts().ok();
+    let act = sh.active();
+    let counts = act.gallery.counts().ok();
     let (tu, tm) = sh.thresholds();
     let ident = super::ident::current(sh);
     StatusInfo {
@@ -642,8 +496,8 @@ pub fn status(sh: &Shared) -> StatusInfo {
         source_reopens,
         users: counts.map_or(0, |c| c.users),
         templates: counts.map_or(0, |c| c.templates),
-        embedder: sh.engine.embedder.name().to_string(),
-        detector: sh.detector_name.clone(),
+        embedder: act.engine.embedder.name().to_string(),
+        detector: act.detector_name.clone(),
         threshold_unmasked: tu,
         threshold_masked: tm,
         identify_unmasked: ident.as_ref().ok().map(|t| t.thresholds.unmasked),
@@ -664,6 +518,7 @@ pub fn status(sh: &Shared) -> StatusInfo {
                 reopens,
             }
         }),
+        must_reenrol: super::active::must_reenrol(&act.gallery),
     }
 }
 
@@ -680,6 +535,7 @@ fn temp_path(sh: &Shared, what: &str) -> std::path::PathBuf {
 pub fn export(sh: &Shared) -> Result<Vec<u8>, ServiceError> {
     let p = temp_path(sh, "export");
     let r = sh
+        .active()
         .gallery
         .export(&p)
         .map_err(|e| e.to_string())
@@ -700,7 +556,7 @@ pub fn import(sh: &Shared, data_b64: &str, merge: bool) -> Result<ImportReport, 
     } else {
         ImportMode::IntoEmpty
     };
-    let r = sh.gallery.import(&p, mode);
+    let r = sh.active().gallery.import(&p, mode);
     let _ = std::fs::remove_file(&p);
     r.map_err(gallery_err)
 }

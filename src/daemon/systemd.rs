@@ -66,7 +66,7 @@ pub fn spawn_watchdog(sh: Arc<Shared>) -> std::io::Result<()> {
     crate::crash::spawn("watchdog", 256 << 10, move || loop {
             std::thread::sleep(every);
             let camera_alive = sh.hub.heartbeat().elapsed() < Duration::from_secs(60);
-            let gallery_ok = sh.gallery.counts().is_ok();
+            let gallery_ok = sh.active().gallery.counts().is_ok();
             if camera_alive && gallery_ok {
                 notify(&[NotifyState::Watchdog]);
             } else {

@@ -172,6 +172,24 @@ impl Gallery {
         Ok(added)
     }
 
+    /// Replaces all templates of `users` by `batch`, atomically (see
+    /// [`Store::replace_templates`]), and reloads the scan matrix.
+    pub fn replace_templates(
+        &self,
+        users: &[String],
+        batch: Vec<NewTemplate>,
+    ) -> Result<Vec<Template>> {
+        let _g = self.lock();
+        let added = self.store.replace_templates(users, batch)?;
+        let snap = Snapshot::build(
+            self.store.dim(),
+            &self.store.users()?,
+            &self.store.templates()?,
+        );
+        self.snapshot.store(Arc::new(snap));
+        Ok(added)
+    }
+
     /// Removes one template.
     pub fn remove_template(&self, id: u64) -> Result<Template> {
         let _g = self.lock();

@@ -782,6 +782,74 @@ impl Store {
         Ok(out)
     }
 
+    /// Replaces every template of `users` by `batch` in one transaction
+    /// (all or nothing): re-enrolment with a new embedder. Every owner in
+    /// `batch` must be one of `users` and exist.
+    pub fn replace_templates(
+        &self,
+        users: &[String],
+        batch: Vec<NewTemplate>,
+    ) -> Result<Vec<Template>> {
+        for t in &batch {
+            validate_embedding(&t.embedding, self.dim)?;
+            if t.source.len() > MAX_SOURCE_LEN || !t.quality.is_finite() {
+                return Err(GalleryError::InvalidEmbedding(
+                    "source too long or non-finite quality".into(),
+                ));
+            }
+            if !users.contains(&t.user) {
+                return Err(GalleryError::UnknownUser(t.user.clone()));
+            }
+        }
+        let _g = self.lock();
+        let mut old = Vec::new();
+        for name in users {
+            for id in self.template_ids_of_unlocked(name)? {
+                old.push((name.clone(), id));
+            }
+        }
+        let created = now_unix();
+        let out = (&self.meta, &self.users, &self.templates, &self.by_user).transaction(
+            |(m, u, t, i)| {
+                for (name, id) in &old {
+                    t.remove(&tid_key(*id))?;
+                    i.remove(index_key(name, *id))?;
+                }
+                let next = match m.get(K_NEXT_ID)? {
+                    Some(v) => u64_value(&v, "next_id").or_else(abort)?,
+                    None => return abort(GalleryError::Corrupt("missing next_id".into())),
+                };
+                let mut out = Vec::with_capacity(batch.len());
+                for (k, nt) in batch.iter().enumerate() {
+                    if u.get(nt.user.as_bytes())?.is_none() {
+                        return abort(GalleryError::UnknownUser(nt.user.clone()));
+                    }
+                    let tpl = Template {
+                        id: next + k as u64,
+                        user: nt.user.clone(),
+                        embedding: nt.embedding.clone(),
+                        condition: nt.condition,
+                        source: nt.source.clone(),
+                        quality: nt.quality,
+                        created,
+                    };
+                    insert_template_tx(t, i, &tpl)?;
+                    out.push(tpl);
+                }
+                m.insert(K_NEXT_ID, &(next + batch.len() as u64).to_le_bytes())?;
+                Ok(out)
+            },
+        )?;
+        self.durable()?;
+        info!(
+            "replaced {} templates of {} users by {}",
+            old.len(),
+            users.len(),
+            out.len()
+        );
+        Ok(out)
+    }
+
     /// Removes one template; returns it.
     pub fn remove_template(&self, id: u64) -> Result<Template> {
         let _g = self.lock();
@@ -1013,6 +1081,42 @@ mod tests {
             source: "test".into(),
             quality: 0.5,
         }
+    }
+
+    #[test]
+    fn replace_templates_is_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path().join("g"), &StoreOptions::new(16, model())).unwrap();
+        for u in ["alice", "bob", "carol"] {
+            s.add_user(u, None).unwrap();
+        }
+        s.add_templates(vec![
+            nt("alice", 16, 1),
+            nt("alice", 16, 2),
+            nt("bob", 16, 3),
+            nt("carol", 16, 4),
+        ])
+        .unwrap();
+        let users = vec!["alice".to_string(), "bob".to_string()];
+        // An owner outside `users`, or a bad embedding: nothing changes.
+        let before = s.templates().unwrap();
+        assert!(matches!(
+            s.replace_templates(&users, vec![nt("alice", 16, 9), nt("carol", 16, 9)]),
+            Err(GalleryError::UnknownUser(_))
+        ));
+        assert!(s
+            .replace_templates(&users, vec![nt("alice", 8, 9)])
+            .is_err());
+        assert_eq!(s.templates().unwrap(), before);
+        // Replaced: alice and bob's old templates go, carol's stay.
+        let new = s
+            .replace_templates(&users, vec![nt("alice", 16, 7), nt("bob", 16, 8)])
+            .unwrap();
+        assert_eq!(new.iter().map(|t| t.id).collect::<Vec<_>>(), vec![5, 6]);
+        assert_eq!(s.template_ids_of("alice").unwrap(), vec![5]);
+        assert_eq!(s.template_ids_of("bob").unwrap(), vec![6]);
+        assert_eq!(s.template_ids_of("carol").unwrap(), vec![4]);
+        assert_eq!(s.verify().unwrap().templates, 3);
     }
 
     #[test]

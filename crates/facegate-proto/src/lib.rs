@@ -104,6 +104,9 @@ pub enum Request {
     Export,
     /// Import an export file; `merge` = false needs an empty gallery.
     Import { data_b64: String, merge: bool },
+    /// Re-embed every user's kept enrolment crops with the running embedder
+    /// and replace their templates (`[enroll] keep_crops`).
+    Reenroll,
 }
 
 impl Request {
@@ -119,6 +122,7 @@ impl Request {
             Request::Subscribe => "subscribe",
             Request::Export => "export",
             Request::Import { .. } => "import",
+            Request::Reenroll => "reenroll",
         }
     }
 }
@@ -216,6 +220,13 @@ pub struct UserInfo {
     /// older than this field).
     #[serde(default)]
     pub periocular: usize,
+    /// No template made with the running embedder: the user must enrol
+    /// again (or `facegate reenroll`, when crops are kept).
+    #[serde(default)]
+    pub must_reenrol: bool,
+    /// Enrolment crops are kept for this user (`[enroll] keep_crops`).
+    #[serde(default)]
+    pub kept_crops: bool,
 }
 
 /// The daemon's state.
@@ -256,6 +267,10 @@ pub struct StatusInfo {
     /// The optional second (IR) camera (`[camera.ir]`), absent when not configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ir_camera: Option<SourceStatus>,
+    /// Users with no template made with the running embedder (it changed):
+    /// they are not recognised until they enrol again or `reenroll` runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub must_reenrol: Vec<String>,
 }
 
 /// State of a frame source, as in [`StatusInfo`]'s `source*` fields.
@@ -339,6 +354,21 @@ pub enum Response {
         templates_added: usize,
         templates_skipped: usize,
     },
+    Reenrolled(ReenrollReport),
+}
+
+/// Result of a re-enrolment from kept crops.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReenrollReport {
+    /// The embedder the templates were made with.
+    pub embedder: String,
+    /// Users whose templates were replaced.
+    pub users: Vec<String>,
+    pub templates: usize,
+    /// Users with no kept crops: they must enrol again.
+    pub without_crops: Vec<String>,
+    /// Users whose crops could not be used, with why (templates kept).
+    pub failed: Vec<String>,
 }
 
 impl Response {
@@ -562,6 +592,7 @@ mod tests {
                 data_b64: "AAAA".into(),
                 merge: true,
             },
+            Request::Reenroll,
         ];
         for r in reqs {
             let mut buf = Vec::new();
@@ -623,5 +654,23 @@ mod tests {
             err(br#"{"v":1,"type":"verify","user":7,"timeout_ms":1}"#),
             ErrorKind::BadRequest
         );
+    }
+
+    #[test]
+    fn answers_of_older_daemons_still_parse() {
+        // A user and a status from before must_reenrol / kept_crops.
+        let u: UserInfo = serde_json::from_str(
+            r#"{"name":"a","uid":null,"enabled":true,"unmasked":1,"masked":0,"synthetic_masked":0}"#,
+        )
+        .unwrap();
+        assert!(!u.must_reenrol && !u.kept_crops);
+        let r: Response = serde_json::from_str(
+            r#"{"type":"reenrolled","embedder":"e","users":["a"],"templates":2,"without_crops":["b"],"failed":[]}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            r,
+            Response::Reenrolled(ReenrollReport { templates: 2, .. })
+        ));
     }
 }
