@@ -7,6 +7,7 @@
 //! any inference engine sees it. [`sign`] checks a bundle's signature
 //! (`manifest.sig`) against the keys a daemon trusts ([`Bundle::open_trusted`]).
 
+pub mod presence;
 pub mod sign;
 
 use std::fmt;
@@ -231,6 +232,9 @@ pub struct Manifest {
     pub provenance: toml::Table,
     #[serde(default)]
     pub thresholds: Option<Thresholds>,
+    /// Mask presence classifier (embedders only; issue 14 §6).
+    #[serde(default)]
+    pub presence: Option<presence::PresenceSection>,
 }
 
 impl Manifest {
@@ -318,8 +322,14 @@ impl Manifest {
                         self.input.shape, al.size, al.size
                     ));
                 }
+                if let Some(p) = &self.presence {
+                    p.validate(out.dim, &self.model.sha256)?;
+                }
             }
             Kind::Detector => {
+                if self.presence.is_some() {
+                    return Err("a detector has no [presence] section".into());
+                }
                 let d = self
                     .detector
                     .as_ref()

@@ -344,6 +344,22 @@ pub fn check(cfg: &Config) -> Result<Checked, DaemonError> {
 /// Say how masked probes are compared, and who cannot be matched that way
 /// (users enrolled before periocular templates existed must re-enrol).
 fn log_periocular(sh: &Shared) {
+    match &sh.engine.presence {
+        Some(c) => log::info!(
+            "mask presence: the embedder's classifier on the whole-face embedding (threshold {:.4}{})",
+            sh.cfg
+                .load()
+                .thresholds
+                .presence_classifier
+                .unwrap_or(c.threshold),
+            if sh.cfg.load().thresholds.presence_classifier.is_some() {
+                ", from the config"
+            } else {
+                ""
+            }
+        ),
+        None => log::info!("mask presence: lower-face skin share (the embedder has no classifier)"),
+    }
     let Some(pm) = sh.engine.periocular else {
         log::info!("masked probes: whole face, masked threshold");
         return;
@@ -559,6 +575,7 @@ pub fn open(
             periocular: crate::engine::PeriocularMode::from_thresholds(
                 emb_b.manifest.thresholds.as_ref(),
             ),
+            presence: crate::face::presence::Classifier::from_manifest(&emb_b.manifest),
         },
         manifest_thresholds,
         manifest_identify,
