@@ -226,8 +226,9 @@ const FARS: [f64; 2] = [1e-2, 1e-3];
 /// Per image: the embedding (None without a face) and presence's verdict.
 type PerImage = (Option<Vec<f32>>, Option<bool>);
 
-/// Per model: masked and unmasked images judged masked, (judged, of).
-type PresenceRow = (String, (usize, usize), (usize, usize));
+/// Per model and rule (skin share, the bundle's classifier): masked and
+/// unmasked images judged masked, (judged, of).
+type PresenceRow = (String, &'static str, (usize, usize), (usize, usize));
 
 fn pct(k: usize, n: usize) -> String {
     if n == 0 {
@@ -384,16 +385,29 @@ pub fn run(o: &Options) -> Result<String, EvalError> {
                 t1.elapsed().as_secs_f64()
             );
             if cut.is_none() {
-                let judged = |masked: bool| {
-                    let v: Vec<bool> = images
-                        .iter()
-                        .zip(&e.judged_masked)
-                        .filter(|(i, _)| i.masked == masked)
-                        .filter_map(|(_, j)| *j)
+                let judged = |masked: bool, by: &dyn Fn(usize) -> Option<bool>| {
+                    let v: Vec<bool> = (0..images.len())
+                        .filter(|&k| images[k].masked == masked)
+                        .filter_map(by)
                         .collect();
                     (v.iter().filter(|&&j| j).count(), v.len())
                 };
-                presence_rows.push((name.clone(), judged(true), judged(false)));
+                let skin = |k: usize| e.judged_masked[k];
+                presence_rows.push((
+                    name.clone(),
+                    "skin share",
+                    judged(true, &skin),
+                    judged(false, &skin),
+                ));
+                if let Some(c) = &m.presence {
+                    let cls = |k: usize| e.emb[k].as_ref().map(|v| c.decide(v, None).1);
+                    presence_rows.push((
+                        name.clone(),
+                        "classifier",
+                        judged(true, &cls),
+                        judged(false, &cls),
+                    ));
+                }
             }
             let score = |a: usize, b: usize| match (&e.emb[a], &e.emb[b]) {
                 (Some(x), Some(y)) => cosine(x, y),
@@ -535,17 +549,24 @@ fn report(
     }
     let _ = writeln!(
         s,
-        "\n## Mask presence\n\n`face::presence` with the default threshold ({}) on each \
-         model's whole aligned crop (images with a face).\n",
+        "\n## Mask presence\n\n`face::presence` on each model's whole aligned crop (images \
+         with a face): the skin-share rule at its default threshold ({}), and the bundle's \
+         classifier (`[presence]`, on the whole-face embedding, at the manifest's threshold) \
+         when it has one.\n",
         presence::DEFAULT_THRESHOLD
     );
     let _ = writeln!(
         s,
-        "| model | masked judged masked | unmasked judged masked |"
+        "| model | rule | masked judged masked | unmasked judged masked |"
     );
-    let _ = writeln!(s, "| --- | --- | --- |");
-    for (m, a, b) in presence_rows {
-        let _ = writeln!(s, "| {m} | {} | {} |", pct(a.0, a.1), pct(b.0, b.1));
+    let _ = writeln!(s, "| --- | --- | --- | --- |");
+    for (m, rule, a, b) in presence_rows {
+        let _ = writeln!(
+            s,
+            "| {m} | {rule} | {} | {} |",
+            pct(a.0, a.1),
+            pct(b.0, b.1)
+        );
     }
     s
 }
