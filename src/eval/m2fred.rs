@@ -366,12 +366,14 @@ pub fn run(o: &Options) -> Result<String, EvalError> {
     let pu = pairs(&images, false);
     let mut rows = Vec::new();
     let mut presence_rows = Vec::new();
+    let mut mixed = String::new();
     for name in &o.bundles {
         let manifest = Bundle::open_named(&o.models, name)?.manifest;
         let th = manifest.calibrated_thresholds();
         let settings: Vec<Option<f32>> = std::iter::once(None)
             .chain(o.periocular.iter().map(|&c| Some(c)))
             .collect();
+        let mut whole: Option<(Embedded, Option<crate::face::presence::Classifier>)> = None;
         for cut in settings {
             let mut m = Model::load(&o.models, name)?;
             if let Some(c) = cut {
@@ -409,6 +411,19 @@ pub fn run(o: &Options) -> Result<String, EvalError> {
                     ));
                 }
             }
+            if let (Some((w, cls)), Some(mode), Some(t)) = (&whole, m.periocular_mode, th) {
+                if cut.is_some_and(|c| (c - mode.cut).abs() < 1e-6) {
+                    mixed.push_str(&super::presence::pair_rows(
+                        name,
+                        &[("masked (M-U)", &pm), ("bare (U-U)", &pu)],
+                        (&w.emb, &w.judged_masked),
+                        &e.emb,
+                        cls.as_ref(),
+                        t,
+                        mode.threshold,
+                    ));
+                }
+            }
             let score = |a: usize, b: usize| match (&e.emb[a], &e.emb[b]) {
                 (Some(x), Some(y)) => cosine(x, y),
                 _ => FAIL_SCORE,
@@ -428,10 +443,24 @@ pub fn run(o: &Options) -> Result<String, EvalError> {
                     shipped: shipped(th, masked, cut),
                 });
             }
+            if cut.is_none() {
+                whole = Some((e, m.presence.clone()));
+            }
         }
     }
     let secs = t0.elapsed().as_secs_f64();
-    let text = report(o, &images, people, &no_face, &rows, &presence_rows, secs);
+    let mut text = report(o, &images, people, &no_face, &rows, &presence_rows, secs);
+    if !mixed.is_empty() {
+        let _ = writeln!(
+            text,
+            "\n## Mixed rule as deployed\n\nEach probe called masked or not by the rule on its \
+             whole face, then compared whole face at the manifest's `unmasked` threshold, or as a \
+             periocular crop against the enrolment's periocular crop at `periocular` (the \
+             daemon with periocular comparison). FRR over genuine pairs, FAR over impostor \
+             pairs (counts: these are small sets).\n\n| model | probes | rule | called masked \
+             | FRR | FAR |\n| --- | --- | --- | --- | --- | --- |\n{mixed}"
+        );
+    }
     std::fs::create_dir_all(&o.out).map_err(io_err(&o.out))?;
     let path = o.out.join("report.md");
     std::fs::write(&path, &text).map_err(io_err(&path))?;

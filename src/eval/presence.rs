@@ -173,6 +173,99 @@ pub fn mixed_counts(
     c
 }
 
+/// The mixed rule over explicit (probe, enrolment) pairs of indices into
+/// per-image embeddings (None: no face): `masked[probe]` is the presence
+/// call, `periocular` the periocular embeddings (None: masked probes stay
+/// whole face). For data sets with their own pairing (`eval m2fred`).
+pub fn mixed_pairs(
+    genuine: &[(usize, usize)],
+    impostor: &[(usize, usize)],
+    whole: &[Option<Vec<f32>>],
+    periocular: Option<&[Option<Vec<f32>>]>,
+    masked: &[Option<bool>],
+    th: MixedThresholds,
+) -> Counts {
+    let peri = periocular.filter(|_| th.periocular.is_some());
+    let accepted = |&(probe, enrol): &(usize, usize)| -> bool {
+        let m = masked.get(probe).copied().flatten();
+        let (table, t) = match (m, peri) {
+            (None, _) => return false,
+            (Some(true), Some(p)) => (p, th.periocular.unwrap_or(f32::INFINITY)),
+            (Some(true), None) => (whole, th.masked),
+            (Some(false), _) => (whole, th.unmasked),
+        };
+        match (table.get(probe), table.get(enrol)) {
+            (Some(Some(x)), Some(Some(y))) => dot(x, y) >= t,
+            _ => false,
+        }
+    };
+    let mut probes: Vec<usize> = genuine.iter().chain(impostor).map(|p| p.0).collect();
+    probes.sort_unstable();
+    probes.dedup();
+    let decided: Vec<bool> = probes
+        .iter()
+        .filter_map(|&i| masked.get(i).copied().flatten())
+        .collect();
+    Counts {
+        genuine_accepted: genuine.iter().filter(|p| accepted(p)).count(),
+        genuine: genuine.len(),
+        impostor_accepted: impostor.iter().filter(|p| accepted(p)).count(),
+        impostors: impostor.len(),
+        called_masked: decided.iter().filter(|&&m| m).count(),
+        probes: decided.len(),
+    }
+}
+
+/// Rows of the mixed rule for one bundle over explicitly paired sets
+/// (`eval m2fred`): per set, the skin rule (`whole.1`, its calls) and the
+/// classifier when there is one (on `whole.0`, the whole-face embeddings),
+/// masked probes compared as periocular crops (`peri`) at `periocular`.
+pub fn pair_rows(
+    name: &str,
+    sets: &[(&str, &super::m2fred::Pairs)],
+    whole: (&[Option<Vec<f32>>], &[Option<bool>]),
+    peri: &[Option<Vec<f32>>],
+    cls: Option<&Classifier>,
+    th: &crate::bundle::Thresholds,
+    periocular: f32,
+) -> String {
+    let (Some(unmasked), Some(masked)) = (th.unmasked, th.masked) else {
+        return String::new();
+    };
+    let t = MixedThresholds {
+        unmasked,
+        masked,
+        periocular: Some(periocular),
+    };
+    let mut rules = vec![(
+        format!("skin share < {DEFAULT_THRESHOLD}"),
+        whole.1.to_vec(),
+    )];
+    if let Some(c) = cls {
+        let calls = whole
+            .0
+            .iter()
+            .map(|e| e.as_ref().map(|v| c.decide(v, None).1))
+            .collect();
+        rules.push((format!("classifier p >= {:.4}", c.threshold), calls));
+    }
+    let frac = |k: usize, n: usize| format!("{} ({k}/{n})", pct(k as f64 / n.max(1) as f64));
+    let mut s = String::new();
+    for (label, p) in sets {
+        for (rule, calls) in &rules {
+            let c = mixed_pairs(&p.genuine, &p.impostor, whole.0, Some(peri), calls, t);
+            let _ = writeln!(
+                s,
+                "| {name} | {label} | {rule} | {} | {} | {} |",
+                frac(c.called_masked, c.probes),
+                frac(c.genuine - c.genuine_accepted, c.genuine),
+                frac(c.impostor_accepted, c.impostors)
+            );
+        }
+    }
+    s
+}
+
 /// The report section. `sets`: (name, images) to run the mixed rule on
 /// (e.g. the calibration images, the pair images); `probe_sets`: (label,
 /// whole-face table, periocular table) with the bare faces first.
@@ -376,6 +469,34 @@ mod tests {
         }
         assert_eq!(called_masked(Rule::Classifier(&c), &masked, &imgs), (2, 4));
         assert_eq!(called_masked(Rule::Skin, &masked, &imgs), (4, 4));
+    }
+
+    #[test]
+    fn explicit_pairs_follow_the_presence_call() {
+        // Probe 0 (masked, periocular matches enrolment 2), probe 1 (bare,
+        // whole face matches enrolment 2), probe 3 no face.
+        let whole = vec![
+            Some(vec![0.6, 0.8]),
+            Some(vec![1.0, 0.0]),
+            Some(vec![1.0, 0.0]),
+            None,
+        ];
+        let peri = vec![Some(vec![1.0, 0.0]), None, Some(vec![1.0, 0.0]), None];
+        let masked = [Some(true), Some(false), Some(false), None];
+        let (g, i) = ([(0, 2), (1, 2), (3, 2)], [(0, 1)]);
+        let c = mixed_pairs(&g, &i, &whole, Some(&peri), &masked, TH);
+        assert_eq!((c.genuine_accepted, c.genuine), (2, 3));
+        // The impostor pair (0, 1): periocular of 1 is missing, rejected;
+        // probe 3 has no face (a rejection, not a presence call).
+        assert_eq!((c.impostor_accepted, c.called_masked, c.probes), (0, 1, 2));
+        // Without periocular comparison the masked probe 0 is compared whole
+        // face at the masked threshold (0.6 < 0.95).
+        let w = MixedThresholds {
+            periocular: None,
+            ..TH
+        };
+        let c = mixed_pairs(&g, &i, &whole, Some(&peri), &masked, w);
+        assert_eq!(c.genuine_accepted, 1);
     }
 
     #[test]
