@@ -8,6 +8,7 @@
 //! (`manifest.sig`) against the keys a daemon trusts ([`Bundle::open_trusted`]).
 
 pub mod archive;
+pub mod presence;
 pub mod sign;
 
 use std::fmt;
@@ -232,6 +233,9 @@ pub struct Manifest {
     pub provenance: toml::Table,
     #[serde(default)]
     pub thresholds: Option<Thresholds>,
+    /// Mask presence classifier (embedders only; issue 14 §6).
+    #[serde(default)]
+    pub presence: Option<presence::PresenceSection>,
 }
 
 impl Manifest {
@@ -319,8 +323,14 @@ impl Manifest {
                         self.input.shape, al.size, al.size
                     ));
                 }
+                if let Some(p) = &self.presence {
+                    p.validate(out.dim, &self.model.sha256)?;
+                }
             }
             Kind::Detector => {
+                if self.presence.is_some() {
+                    return Err("a detector has no [presence] section".into());
+                }
                 let d = self
                     .detector
                     .as_ref()

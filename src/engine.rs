@@ -38,6 +38,9 @@ pub struct FaceAnalysis {
     pub faces: usize,
     pub masked: bool,
     pub skin_share: f32,
+    /// The presence classifier's probability that the face is masked (None:
+    /// the embedder has no classifier, the skin share decided).
+    pub mask_probability: Option<f32>,
     /// Unit-norm embedding (never logged).
     pub embedding: Vec<f32>,
     /// The embedding is of the periocular crop (a masked probe, when the
@@ -135,6 +138,9 @@ pub struct Engine {
     /// Masked probes are embedded as periocular crops, and enrolment stores
     /// a periocular template per capture (None: whole faces only).
     pub periocular: Option<PeriocularMode>,
+    /// The embedder manifest's mask presence classifier (None: the
+    /// skin-share rule decides).
+    pub presence: Option<crate::face::presence::Classifier>,
 }
 
 fn ms(t: Instant) -> f64 {
@@ -161,11 +167,17 @@ pub fn pick(faces: &[Face], w: u32, h: u32, min_px: u32) -> Option<&Face> {
 
 impl Engine {
     /// Detect, pick, align, presence, embed.
+    ///
+    /// With a presence classifier the whole face is embedded first and the
+    /// classifier decides on that embedding; a masked probe is then embedded
+    /// again as a periocular crop when the engine compares masked probes so
+    /// (two embedder runs, counted in [`Stages::embeddings`]). Without one
+    /// the skin share decides before the single embedding.
     pub fn analyze(
         &self,
         img: &RgbImage,
         min_face_px: u32,
-        presence_threshold: f32,
+        presence: crate::face::presence::Params,
     ) -> Result<Analysis, EngineError> {
         let mut st = Stages::default();
         let t = Instant::now();
@@ -186,26 +198,47 @@ impl Engine {
         let crop = crate::face::align::align(img, &face.landmarks, &self.align)?;
         st.align_ms = ms(t);
         let t = Instant::now();
-        let p = crate::face::presence::presence(&crop, &self.align, presence_threshold);
+        let skin_share = crate::face::presence::skin_share(&crop, &self.align);
         st.presence_ms = ms(t);
-        let t = Instant::now();
+        let (whole, masked, mask_probability) = match &self.presence {
+            Some(c) => {
+                let t = Instant::now();
+                let e = self.embedder.embed(&crop)?.into_vec();
+                st.embed_ms += ms(t);
+                st.embeddings += 1;
+                let t = Instant::now();
+                let (p, masked) = c.decide(&e, presence.classifier_threshold);
+                st.presence_ms += ms(t);
+                (Some(e), masked, Some(p))
+            }
+            None => (None, skin_share < presence.skin_threshold, None),
+        };
         let periocular = match self.periocular {
-            Some(pm) if p.masked => Some(crate::face::periocular::periocular(
+            Some(pm) if masked => Some(crate::face::periocular::periocular(
                 &crop,
                 &self.align,
                 pm.cut,
             )),
             _ => None,
         };
-        let e = self.embedder.embed(periocular.as_ref().unwrap_or(&crop))?;
-        st.embed_ms = ms(t);
+        let embedding = match (whole, &periocular) {
+            (Some(e), None) => e,
+            (_, p) => {
+                let t = Instant::now();
+                let e = self.embedder.embed(p.as_ref().unwrap_or(&crop))?.into_vec();
+                st.embed_ms += ms(t);
+                st.embeddings += 1;
+                e
+            }
+        };
         Ok(Analysis {
             face: Some(FaceAnalysis {
                 face: face.clone(),
                 faces: usable,
-                masked: p.masked,
-                skin_share: p.skin_share,
-                embedding: e.into_vec(),
+                masked,
+                skin_share,
+                mask_probability,
+                embedding,
                 periocular: periocular.is_some(),
                 crop,
             }),
@@ -577,6 +610,7 @@ mod tests {
             faces: 1,
             masked,
             skin_share: 0.0,
+            mask_probability: None,
             embedding: vec![],
             periocular,
             crop: RgbImage::new(1, 1),
@@ -597,6 +631,168 @@ mod tests {
             ..t
         };
         assert_eq!(none.for_face(&f(true, true)), f32::INFINITY);
+    }
+
+    /// A detector that finds one face whose landmarks are the template's
+    /// (so alignment is the identity on a crop-sized frame).
+    struct OneFace(AlignSection);
+
+    impl Detector for OneFace {
+        fn detect(&self, img: &RgbImage) -> Result<Vec<Face>, crate::face::detect::DetectError> {
+            Ok(vec![Face {
+                bbox: [0.0, 0.0, img.width() as f32, img.height() as f32],
+                score: 0.99,
+                landmarks: self.0.template,
+            }])
+        }
+    }
+
+    /// An embedder whose embedding is the mean red and blue of the crop's
+    /// bottom rows (and a constant): blue fabric, bare skin and the
+    /// periocular crop's grey all embed differently.
+    struct BottomColour;
+
+    impl Embedder for BottomColour {
+        fn name(&self) -> &str {
+            "bottom-colour"
+        }
+        fn dim(&self) -> usize {
+            3
+        }
+        fn crop_size(&self) -> u32 {
+            112
+        }
+        fn embed_batch(
+            &self,
+            crops: &[&RgbImage],
+        ) -> Result<Vec<crate::face::embed::Embedding>, crate::face::embed::EmbedError> {
+            Ok(crops
+                .iter()
+                .map(|c| {
+                    let (mut r, mut b, mut n) = (0.0, 0.0, 0.0);
+                    for y in c.height() - 8..c.height() {
+                        for x in 0..c.width() {
+                            let p = c.get_pixel(x, y);
+                            r += p[0] as f32 / 255.0;
+                            b += p[2] as f32 / 255.0;
+                            n += 1.0;
+                        }
+                    }
+                    crate::face::embed::Embedding::from_vec(vec![r / n, b / n, 0.2])
+                })
+                .collect())
+        }
+    }
+
+    fn align112() -> AlignSection {
+        AlignSection {
+            size: 112,
+            template: [
+                [38.29, 51.70],
+                [73.53, 51.50],
+                [56.03, 71.74],
+                [41.55, 92.37],
+                [70.73, 92.20],
+            ],
+            border: "clamp".into(),
+        }
+    }
+
+    /// Masked = more blue than red at the bottom of the whole face (or the
+    /// opposite with `invert`).
+    fn classifier(invert: bool) -> crate::face::presence::Classifier {
+        let k = if invert { -8.0 } else { 8.0 };
+        crate::face::presence::Classifier::from_section(&crate::bundle::presence::PresenceSection {
+            kind: "logistic-embedding".into(),
+            model_sha256: String::new(),
+            weights: vec![-k, k, 0.0],
+            bias: 0.0,
+            threshold: 0.9,
+            data: None,
+            holdout_bare_masked: None,
+            holdout_masked_masked: None,
+        })
+    }
+
+    fn test_engine(
+        presence: Option<crate::face::presence::Classifier>,
+        periocular: bool,
+    ) -> Engine {
+        Engine {
+            detector: Box::new(OneFace(align112())),
+            embedder: Box::new(BottomColour),
+            align: align112(),
+            periocular: periocular.then_some(PeriocularMode {
+                cut: 0.5,
+                threshold: 0.6,
+            }),
+            presence,
+        }
+    }
+
+    #[test]
+    fn the_classifier_decides_presence_and_only_its_masked_probes_go_periocular() {
+        let skin = RgbImage::from_pixel(112, 112, image::Rgb([200, 150, 120]));
+        let mut blue = skin.clone();
+        for y in 66..112 {
+            for x in 0..112 {
+                blue.put_pixel(x, y, image::Rgb([60, 110, 220]));
+            }
+        }
+        let run = |e: &Engine, img: &RgbImage, p: crate::face::presence::Params| {
+            let a = e.analyze(img, 0, p).unwrap();
+            (a.face.unwrap(), a.stages)
+        };
+        let params = crate::face::presence::Params::default();
+        let grey = BottomColour
+            .embed(&RgbImage::from_pixel(112, 112, image::Rgb([128; 3])))
+            .unwrap()
+            .into_vec();
+        let whole = |img: &RgbImage| BottomColour.embed(img).unwrap().into_vec();
+
+        // Bare face: the classifier says bare, one embedding of the whole face.
+        let e = test_engine(Some(classifier(false)), true);
+        let (f, st) = run(&e, &skin, params);
+        assert!(!f.masked && !f.periocular, "{f:?}");
+        assert!(f.mask_probability.unwrap() < 0.5);
+        assert!(f.skin_share > 0.9);
+        assert_eq!((st.embeddings, f.embedding.clone()), (1, whole(&skin)));
+
+        // Masked face: the classifier says masked, then the periocular crop
+        // is embedded (two runs) and that is the probe's embedding.
+        let (f, st) = run(&e, &blue, params);
+        assert!(f.masked && f.periocular, "{f:?}");
+        assert!(f.mask_probability.unwrap() >= 0.9);
+        assert_eq!(st.embeddings, 2);
+        assert_eq!(f.embedding, grey);
+        assert_eq!(f.space(), Space::Periocular);
+
+        // Without periocular mode a masked probe keeps its whole-face embedding.
+        let (f, st) = run(&test_engine(Some(classifier(false)), false), &blue, params);
+        assert!(f.masked && !f.periocular);
+        assert_eq!((st.embeddings, f.embedding.clone()), (1, whole(&blue)));
+
+        // A configured threshold overrides the manifest's.
+        let strict = crate::face::presence::Params {
+            classifier_threshold: Some(0.999_999),
+            ..params
+        };
+        let (f, _) = run(&e, &blue, strict);
+        assert!(!f.masked && !f.periocular);
+
+        // The classifier, not the skin share, decides: an (inverted)
+        // classifier calling the bare face masked sends it periocular.
+        let (f, _) = run(&test_engine(Some(classifier(true)), true), &skin, params);
+        assert!(f.skin_share > 0.9 && f.masked && f.periocular);
+
+        // Without a classifier the skin share decides, before one embedding.
+        let e = test_engine(None, true);
+        let (f, st) = run(&e, &skin, params);
+        assert!(!f.masked && !f.periocular && f.mask_probability.is_none());
+        assert_eq!(st.embeddings, 1);
+        let (f, st) = run(&e, &blue, params);
+        assert!(f.masked && f.periocular && f.skin_share < 0.35);
+        assert_eq!((st.embeddings, f.embedding), (1, grey));
     }
 
     #[test]

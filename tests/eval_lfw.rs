@@ -196,3 +196,79 @@ fn installed_manifest_carries_the_calibrated_thresholds() {
         assert!(b.manifest.calibrated_thresholds().is_none());
     }
 }
+
+/// `facegate eval lfw`'s report carries the mask presence section (issue 14
+/// §6): both rules side by side when the bundle has a classifier, and the
+/// mixed rule as deployed. One fold, procedural masks; skipped like the
+/// floors test without LFW or bundles. Embeddings go to a fresh temporary
+/// cache unless FACEGATE_EVAL_CACHE names one (cold: a few minutes).
+#[test]
+fn lfw_report_has_the_mask_presence_section() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let lfw_dir = std::env::var_os("FACEGATE_LFW")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("../shared/data/lfw"));
+    if !lfw_dir.join("pairs.txt").is_file() || !lfw_dir.join("deepfunneled").is_dir() {
+        eprintln!(
+            "SKIPPED lfw_report_has_the_mask_presence_section: no LFW copy; set FACEGATE_LFW"
+        );
+        return;
+    }
+    let models = std::env::var_os("FACEGATE_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("models/out"));
+    if !models.join("bundles").join(DEFAULT_EMBEDDER).is_dir() {
+        eprintln!(
+            "SKIPPED lfw_report_has_the_mask_presence_section: no bundles; set FACEGATE_MODELS"
+        );
+        return;
+    }
+    let manifest = facegate::bundle::Bundle::open_named(&models, DEFAULT_EMBEDDER)
+        .unwrap()
+        .manifest;
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = std::env::var_os("FACEGATE_EVAL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tmp.path().join("cache"));
+    let out = tmp.path().join("report");
+    let o = facegate::eval::report::Options {
+        data: lfw_dir,
+        out: out.clone(),
+        models,
+        bundle: DEFAULT_EMBEDDER.into(),
+        detector: DEFAULT_DETECTOR.into(),
+        masks: vec!["procedural".into()],
+        compare: None,
+        target_far: 1e-4,
+        cache,
+        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        detect_max_side: None,
+        folds: Some(vec![0]),
+        periocular: None,
+        command: "test".into(),
+    };
+    facegate::eval::report::run(&o).unwrap();
+    let r = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(r.contains("## Mask presence (issue 14 §6)"), "{r}");
+    assert!(r.contains("| bare | "), "{r}");
+    assert!(r.contains("| masked (procedural) | "), "{r}");
+    assert!(r.contains("### Mixed rule as deployed"), "{r}");
+    assert!(
+        r.contains("| pair images | bare | skin share < 0.35 |"),
+        "{r}"
+    );
+    match &manifest.presence {
+        Some(p) => {
+            let col = format!("classifier p >= {:.4}", p.threshold);
+            assert!(
+                r.contains(&format!("| probes | skin share < 0.35 | {col} |")),
+                "{r}"
+            );
+            assert!(
+                r.contains(&format!("| pair images | bare | {col} |")),
+                "{r}"
+            );
+        }
+        None => assert!(r.contains("no presence classifier"), "{r}"),
+    }
+}

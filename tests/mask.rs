@@ -212,3 +212,67 @@ fn presence_tells_masked_from_bare_registry_faces() {
     );
     assert!(acc >= 0.9, "{right}/{total}");
 }
+
+/// The default embedder's mask presence classifier (`[presence]`, issue 14
+/// §6) next to the skin-share rule on the same registry faces, bare and
+/// with every procedural style, the way the engine runs it (align with the
+/// landmarks re-detected on the masked photo, embed the whole face,
+/// classify). Skipped when the bundle has no classifier (models/build
+/// without --lfw).
+#[test]
+fn presence_classifier_on_registry_faces() {
+    use facegate::face::embed::{Embedder, EmbedderOptions, TractEmbedder};
+    use facegate::face::presence::{skin_share, Classifier, DEFAULT_THRESHOLD};
+    let b = Bundle::open_named(&common::models_dir(), facegate::bundle::DEFAULT_EMBEDDER).unwrap();
+    let Some(c) = Classifier::from_manifest(&b.manifest) else {
+        eprintln!(
+            "SKIPPED presence_classifier_on_registry_faces: {} has no [presence] (models/build --lfw PATH)",
+            b.name()
+        );
+        return;
+    };
+    let cfg = b.manifest.align.clone().unwrap();
+    let emb = TractEmbedder::from_bundle(&b, &EmbedderOptions::default()).unwrap();
+    let det = detector();
+    // (bare right, bare, masked right, masked) per rule: skin, classifier.
+    let mut skin = [0usize; 4];
+    let mut cls = [0usize; 4];
+    let mut judge = |crop: &image::RgbImage, masked: bool, what: &str| {
+        let s = skin_share(crop, &cfg) < DEFAULT_THRESHOLD;
+        let (p, m) = c.decide(emb.embed(crop).unwrap().as_slice(), None);
+        eprintln!("{what}: skin says masked {s}, classifier p {p:.3} masked {m}");
+        let k = if masked { 2 } else { 0 };
+        skin[k] += (s == masked) as usize;
+        skin[k + 1] += 1;
+        cls[k] += (m == masked) as usize;
+        cls[k + 1] += 1;
+    };
+    for (name, img, f) in faces() {
+        let crop = facegate::face::align::align(&img, &f.landmarks, &cfg).unwrap();
+        judge(&crop, false, &name);
+        for (k, style) in Procedural::ALL.into_iter().enumerate() {
+            let mut m = img.clone();
+            paint_procedural(&mut m, &f, style, k as u64 + 100).unwrap();
+            let g = det.detect(&m).unwrap();
+            let lm = g
+                .iter()
+                .max_by(|a, b| a.area().total_cmp(&b.area()))
+                .unwrap()
+                .landmarks;
+            let crop = facegate::face::align::align(&m, &lm, &cfg).unwrap();
+            judge(&crop, true, &format!("{name} {style:?}"));
+        }
+    }
+    for (rule, r) in [("skin share", skin), ("classifier", cls)] {
+        eprintln!(
+            "registry photos, {rule}: bare called bare {}/{}, masked called masked {}/{}",
+            r[0], r[1], r[2], r[3]
+        );
+    }
+    let acc = (cls[0] + cls[2]) as f64 / (cls[1] + cls[3]) as f64;
+    assert!(acc >= 0.9, "classifier {cls:?}");
+    assert_eq!(
+        cls[0], cls[1],
+        "a bare registry face called masked: {cls:?}"
+    );
+}

@@ -47,6 +47,7 @@ fn engine(threads: usize) -> Engine {
         embedder: Box::new(embedder),
         align: emb.manifest.align.clone().expect("[align]"),
         periocular: None,
+        presence: facegate::face::presence::Classifier::from_manifest(&emb.manifest),
     }
 }
 
@@ -63,8 +64,8 @@ fn inference_fits_an_eighth_of_its_stack() {
         let ((found, _), used) = measured(facegate::crash::INFERENCE_STACK, move || {
             // The first call runs each plan for the first time (scratch
             // allocation, lazy packing); the second is the steady state.
-            let a = e.analyze(&img, 0, 0.35).expect("analyze");
-            let b = e.analyze(&img, 0, 0.35).expect("analyze");
+            let a = e.analyze(&img, 0, Default::default()).expect("analyze");
+            let b = e.analyze(&img, 0, Default::default()).expect("analyze");
             (a.face.is_some() && b.face.is_some(), ())
         });
         println!(

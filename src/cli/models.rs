@@ -224,11 +224,14 @@ pub(crate) fn list_models(models: &Path, a: &TrustArgs) -> Result<ExitCode> {
         match opened {
             Ok((b, st)) => {
                 let m = &b.manifest;
-                let thr = match (m.kind, m.calibrated_thresholds()) {
+                let mut thr = match (m.kind, m.calibrated_thresholds()) {
                     (Kind::Detector, _) => "-".to_string(),
                     (_, None) => "uncalibrated".to_string(),
                     (_, Some(t)) => format!("unmasked {:?} masked {:?}", t.unmasked, t.masked),
                 };
+                if let Some(p) = &m.presence {
+                    thr.push_str(&format!("; presence classifier p >= {}", p.threshold));
+                }
                 rows.push(vec![
                     n.clone(),
                     m.kind.to_string(),

@@ -126,6 +126,7 @@ pub fn build(
             embedder: Box::new(embedder),
             align,
             periocular: PeriocularMode::from_thresholds(emb_b.manifest.thresholds.as_ref()),
+            presence: crate::face::presence::Classifier::from_manifest(&emb_b.manifest),
         },
         manifest_thresholds,
         gallery,

@@ -152,8 +152,13 @@ pub struct ThresholdCfg {
     /// Masked probes compared as periocular crops; applies only when the
     /// embedder's manifest calibrates periocular comparison (it sets the cut).
     pub periocular: Option<f32>,
-    /// Mask presence: lower-face skin share below this = masked probe.
+    /// Mask presence: lower-face skin share below this = masked probe
+    /// (the rule used when the embedder has no presence classifier).
     pub presence: Option<f32>,
+    /// Mask presence with the embedder's classifier (`[presence]` in its
+    /// manifest): probability at or above this = masked probe, replacing
+    /// the manifest's threshold; in (0, 1). Ignored without a classifier.
+    pub presence_classifier: Option<f32>,
 }
 
 /// Identification (`identify`, door mode; issue 15): thresholds scaled
@@ -572,6 +577,13 @@ impl Config {
                 return bad(format!("thresholds.presence = {p} is not in [0, 1]"));
             }
         }
+        if let Some(p) = t.presence_classifier {
+            if !(p > 0.0 && p < 1.0) {
+                return bad(format!(
+                    "thresholds.presence_classifier = {p} is not a probability in (0, 1)"
+                ));
+            }
+        }
         self.identify.validate()?;
         let dc = &self.decision;
         if dc.min_frames == 0 || dc.min_frames > dc.max_frames || dc.max_frames > 100 {
@@ -768,6 +780,20 @@ synthetic_masks = ["surgical"]
         );
         assert!(msg("[thresholds]\nmasked = 1.5").contains("thresholds.masked"));
         assert!(msg("[thresholds]\nperiocular = -2").contains("thresholds.periocular"));
+        for bad in ["0", "1", "1.5", "-0.2", "nan"] {
+            assert!(
+                msg(&format!("[thresholds]\npresence_classifier = {bad}"))
+                    .contains("thresholds.presence_classifier"),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse("[thresholds]\npresence_classifier = 0.7")
+                .unwrap()
+                .thresholds
+                .presence_classifier,
+            Some(0.7)
+        );
         assert!(msg("[decision]\nmin_frames = 4\nmax_frames = 2").contains("min_frames"));
         assert!(msg("[enroll]\nsynthetic_masks = [\"party-hat\"]").contains("synthetic_masks"));
         assert!(msg("[models]\ntrusted_keys = [\"AAAA\"]").contains("models.trusted_keys[0]"));

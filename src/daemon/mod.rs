@@ -407,6 +407,22 @@ pub fn check(cfg: &Config) -> Result<Checked, DaemonError> {
 /// (users enrolled before periocular templates existed must re-enrol).
 fn log_periocular(sh: &Shared) {
     let a = sh.active();
+    match &a.engine.presence {
+        Some(c) => log::info!(
+            "mask presence: the embedder's classifier on the whole-face embedding (threshold {:.4}{})",
+            sh.cfg
+                .load()
+                .thresholds
+                .presence_classifier
+                .unwrap_or(c.threshold),
+            if sh.cfg.load().thresholds.presence_classifier.is_some() {
+                ", from the config"
+            } else {
+                ""
+            }
+        ),
+        None => log::info!("mask presence: lower-face skin share (the embedder has no classifier)"),
+    }
     let Some(pm) = a.engine.periocular else {
         log::info!("masked probes: whole face, masked threshold");
         return;

@@ -162,6 +162,7 @@ pub fn reenroll(sh: &Shared) -> Result<ReenrollReport, ServiceError> {
                     faces: 1,
                     masked: false,
                     skin_share: 0.0,
+                    mask_probability: None,
                     embedding,
                     periocular: false,
                     crop,

@@ -189,13 +189,17 @@ pub(crate) fn budget(sh: &Shared, timeout_ms: u64) -> Duration {
     Duration::from_millis(t.min(d.max_timeout_ms))
 }
 
-pub(crate) fn params(sh: &Shared) -> (u32, f32) {
+pub(crate) fn params(sh: &Shared) -> (u32, crate::face::presence::Params) {
     let c = sh.cfg.load();
     (
         c.decision.min_face_px,
-        c.thresholds
-            .presence
-            .unwrap_or(crate::face::presence::DEFAULT_THRESHOLD),
+        crate::face::presence::Params {
+            skin_threshold: c
+                .thresholds
+                .presence
+                .unwrap_or(crate::face::presence::DEFAULT_THRESHOLD),
+            classifier_threshold: c.thresholds.presence_classifier,
+        },
     )
 }
 

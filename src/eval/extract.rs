@@ -201,6 +201,11 @@ pub struct Model {
     /// Embed periocular crops (grey from this many IODs below the eyes,
     /// [`crate::face::periocular`]) instead of whole faces.
     pub periocular: Option<f32>,
+    /// The bundle's mask presence classifier (`[presence]`), if any.
+    pub presence: Option<presence::Classifier>,
+    /// The bundle's calibrated periocular comparison, if any (what the
+    /// daemon does with masked probes).
+    pub periocular_mode: Option<crate::engine::PeriocularMode>,
 }
 
 impl Model {
@@ -225,6 +230,10 @@ impl Model {
             align,
             embedder,
             periocular: None,
+            presence: presence::Classifier::from_manifest(&b.manifest),
+            periocular_mode: crate::engine::PeriocularMode::from_thresholds(
+                b.manifest.thresholds.as_ref(),
+            ),
         })
     }
 

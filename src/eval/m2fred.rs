@@ -226,8 +226,9 @@ const FARS: [f64; 2] = [1e-2, 1e-3];
 /// Per image: the embedding (None without a face) and presence's verdict.
 type PerImage = (Option<Vec<f32>>, Option<bool>);
 
-/// Per model: masked and unmasked images judged masked, (judged, of).
-type PresenceRow = (String, (usize, usize), (usize, usize));
+/// Per model and rule (skin share, the bundle's classifier): masked and
+/// unmasked images judged masked, (judged, of).
+type PresenceRow = (String, &'static str, (usize, usize), (usize, usize));
 
 fn pct(k: usize, n: usize) -> String {
     if n == 0 {
@@ -365,12 +366,14 @@ pub fn run(o: &Options) -> Result<String, EvalError> {
     let pu = pairs(&images, false);
     let mut rows = Vec::new();
     let mut presence_rows = Vec::new();
+    let mut mixed = String::new();
     for name in &o.bundles {
         let manifest = Bundle::open_named(&o.models, name)?.manifest;
         let th = manifest.calibrated_thresholds();
         let settings: Vec<Option<f32>> = std::iter::once(None)
             .chain(o.periocular.iter().map(|&c| Some(c)))
             .collect();
+        let mut whole: Option<(Embedded, Option<crate::face::presence::Classifier>)> = None;
         for cut in settings {
             let mut m = Model::load(&o.models, name)?;
             if let Some(c) = cut {
@@ -384,16 +387,42 @@ pub fn run(o: &Options) -> Result<String, EvalError> {
                 t1.elapsed().as_secs_f64()
             );
             if cut.is_none() {
-                let judged = |masked: bool| {
-                    let v: Vec<bool> = images
-                        .iter()
-                        .zip(&e.judged_masked)
-                        .filter(|(i, _)| i.masked == masked)
-                        .filter_map(|(_, j)| *j)
+                let judged = |masked: bool, by: &dyn Fn(usize) -> Option<bool>| {
+                    let v: Vec<bool> = (0..images.len())
+                        .filter(|&k| images[k].masked == masked)
+                        .filter_map(by)
                         .collect();
                     (v.iter().filter(|&&j| j).count(), v.len())
                 };
-                presence_rows.push((name.clone(), judged(true), judged(false)));
+                let skin = |k: usize| e.judged_masked[k];
+                presence_rows.push((
+                    name.clone(),
+                    "skin share",
+                    judged(true, &skin),
+                    judged(false, &skin),
+                ));
+                if let Some(c) = &m.presence {
+                    let cls = |k: usize| e.emb[k].as_ref().map(|v| c.decide(v, None).1);
+                    presence_rows.push((
+                        name.clone(),
+                        "classifier",
+                        judged(true, &cls),
+                        judged(false, &cls),
+                    ));
+                }
+            }
+            if let (Some((w, cls)), Some(mode), Some(t)) = (&whole, m.periocular_mode, th) {
+                if cut.is_some_and(|c| (c - mode.cut).abs() < 1e-6) {
+                    mixed.push_str(&super::presence::pair_rows(
+                        name,
+                        &[("masked (M-U)", &pm), ("bare (U-U)", &pu)],
+                        (&w.emb, &w.judged_masked),
+                        &e.emb,
+                        cls.as_ref(),
+                        t,
+                        mode.threshold,
+                    ));
+                }
             }
             let score = |a: usize, b: usize| match (&e.emb[a], &e.emb[b]) {
                 (Some(x), Some(y)) => cosine(x, y),
@@ -414,10 +443,24 @@ pub fn run(o: &Options) -> Result<String, EvalError> {
                     shipped: shipped(th, masked, cut),
                 });
             }
+            if cut.is_none() {
+                whole = Some((e, m.presence.clone()));
+            }
         }
     }
     let secs = t0.elapsed().as_secs_f64();
-    let text = report(o, &images, people, &no_face, &rows, &presence_rows, secs);
+    let mut text = report(o, &images, people, &no_face, &rows, &presence_rows, secs);
+    if !mixed.is_empty() {
+        let _ = writeln!(
+            text,
+            "\n## Mixed rule as deployed\n\nEach probe called masked or not by the rule on its \
+             whole face, then compared whole face at the manifest's `unmasked` threshold, or as a \
+             periocular crop against the enrolment's periocular crop at `periocular` (the \
+             daemon with periocular comparison). FRR over genuine pairs, FAR over impostor \
+             pairs (counts: these are small sets).\n\n| model | probes | rule | called masked \
+             | FRR | FAR |\n| --- | --- | --- | --- | --- | --- |\n{mixed}"
+        );
+    }
     std::fs::create_dir_all(&o.out).map_err(io_err(&o.out))?;
     let path = o.out.join("report.md");
     std::fs::write(&path, &text).map_err(io_err(&path))?;
@@ -535,17 +578,24 @@ fn report(
     }
     let _ = writeln!(
         s,
-        "\n## Mask presence\n\n`face::presence` with the default threshold ({}) on each \
-         model's whole aligned crop (images with a face).\n",
+        "\n## Mask presence\n\n`face::presence` on each model's whole aligned crop (images \
+         with a face): the skin-share rule at its default threshold ({}), and the bundle's \
+         classifier (`[presence]`, on the whole-face embedding, at the manifest's threshold) \
+         when it has one.\n",
         presence::DEFAULT_THRESHOLD
     );
     let _ = writeln!(
         s,
-        "| model | masked judged masked | unmasked judged masked |"
+        "| model | rule | masked judged masked | unmasked judged masked |"
     );
-    let _ = writeln!(s, "| --- | --- | --- |");
-    for (m, a, b) in presence_rows {
-        let _ = writeln!(s, "| {m} | {} | {} |", pct(a.0, a.1), pct(b.0, b.1));
+    let _ = writeln!(s, "| --- | --- | --- | --- |");
+    for (m, rule, a, b) in presence_rows {
+        let _ = writeln!(
+            s,
+            "| {m} | {rule} | {} | {} |",
+            pct(a.0, a.1),
+            pct(b.0, b.1)
+        );
     }
     s
 }

@@ -9,7 +9,8 @@
 //! `report.md`; [`calibrate`] chooses the daemon's thresholds; [`ident`]
 //! calibrates identification for the gallery's size and checks it; [`seed`]
 //! reproduces the seed report's 1-NN protocol; [`m2fred`] measures real
-//! masks (`facegate eval m2fred`).
+//! masks (`facegate eval m2fred`); [`presence`] compares the mask presence
+//! rules and simulates the mixed rule as deployed.
 
 pub mod cache;
 pub mod calibrate;
@@ -19,6 +20,7 @@ pub mod ident;
 pub mod lfw;
 pub mod m2fred;
 pub mod plot;
+pub mod presence;
 pub mod report;
 pub mod seed;
 pub mod stats;

@@ -54,6 +54,9 @@ pub struct Data {
     pub calibration_images: Vec<String>,
     /// The seed report's split (gallery = every other LFW image).
     pub seed: super::seed::Split,
+    /// Periocular embeddings of the unmasked and masked images, when the
+    /// bundle compares masked probes as periocular crops (the mixed rule).
+    pub periocular: Option<super::presence::PeriocularData>,
 }
 
 /// Seed of the seed-report split (fixed: the figures must be reproducible).
@@ -165,6 +168,25 @@ pub fn extract_all(o: &Options) -> Result<(Data, Model, String), EvalError> {
         }
         None => None,
     };
+    // The mixed rule as deployed (issue 14 §6): masked probes compared as
+    // periocular crops need the periocular embeddings of the same images.
+    let periocular = match model.periocular_mode.filter(|_| o.periocular.is_none()) {
+        Some(mode) => {
+            let pm = Model::load(&o.models, &o.bundle)?.with_periocular(mode.cut);
+            let unmasked = front.extract(&pm, &Renderer::Unmasked, &both)?;
+            let mut ms = Vec::new();
+            for (k, r) in renderers.iter().enumerate() {
+                let imgs = if k == 0 { &both } else { &pair_images };
+                ms.push((r.label().to_string(), front.extract(&pm, r, imgs)?));
+            }
+            Some(super::presence::PeriocularData {
+                mode,
+                unmasked,
+                masked: ms,
+            })
+        }
+        None => None,
+    };
     let mut det = format!("{} (sha256 {})", front.detector_name, front.detector_sha);
     if let Some(m) = o.detect_max_side {
         det.push_str(&format!(", detecting at max side {m} px"));
@@ -177,6 +199,7 @@ pub fn extract_all(o: &Options) -> Result<(Data, Model, String), EvalError> {
             compare,
             calibration_images: cal_images,
             seed,
+            periocular,
         },
         model,
         det,
@@ -701,6 +724,9 @@ pub fn run(o: &Options) -> Result<(), EvalError> {
             enrolment_section(o, &d, &pair_images, cu.threshold, cm.threshold)
         }));
         r.push_str(&o_pool(o.threads, || {
+            presence_section(&d, &model, &pair_images, cu.threshold, cm.threshold)
+        }));
+        r.push_str(&o_pool(o.threads, || {
             super::seed::section(&d, cu.threshold, cm.threshold)
         }));
     }
@@ -710,6 +736,44 @@ pub fn run(o: &Options) -> Result<(), EvalError> {
     println!("{r}");
     let _ = summary;
     Ok(())
+}
+
+/// Mask presence: the skin rule and the bundle's classifier, and the mixed
+/// rule as deployed on the calibration and the pair images.
+fn presence_section(d: &Data, model: &Model, pair_images: &[String], tu: f32, tm: f32) -> String {
+    use super::presence::{section, MixedThresholds, Probes};
+    let peri = d.periocular.as_ref();
+    let mut probes = vec![(
+        "bare".to_string(),
+        Probes {
+            whole: &d.unmasked,
+            periocular: peri.map(|p| &p.unmasked),
+        },
+    )];
+    for (k, (l, t)) in d.masked.iter().enumerate() {
+        probes.push((
+            format!("masked ({l})"),
+            Probes {
+                whole: t,
+                periocular: peri.and_then(|p| p.masked.get(k)).map(|m| &m.1),
+            },
+        ));
+    }
+    section(
+        model.presence.as_ref(),
+        pair_images,
+        (&d.unmasked, peri.map(|p| &p.unmasked)),
+        &probes,
+        &[
+            ("calibration", &d.calibration_images),
+            ("pair images", pair_images),
+        ],
+        MixedThresholds {
+            unmasked: tu,
+            masked: tm,
+            periocular: peri.map(|p| p.mode.threshold),
+        },
+    )
 }
 
 fn o_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {

@@ -11,6 +11,10 @@
 //!
 //! The regions come from the embedder's alignment template, so the rule
 //! works for any template/crop size.
+//!
+//! When the embedder's manifest carries a trained classifier (`[presence]`,
+//! issue 14 §6, [`Classifier`]) that decides instead, on the whole-face
+//! embedding; the skin share is still measured and reported.
 
 use image::RgbImage;
 
@@ -109,6 +113,73 @@ pub fn presence(crop: &RgbImage, cfg: &AlignSection, threshold: f32) -> Presence
     }
 }
 
+/// The mask presence classifier of an embedder bundle: logistic regression
+/// on the unit-norm whole-face embedding (see
+/// [`crate::bundle::presence::PresenceSection`], validated with the
+/// manifest).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classifier {
+    weights: Vec<f32>,
+    bias: f32,
+    /// Masked when the probability is at least this.
+    pub threshold: f32,
+}
+
+impl Classifier {
+    pub fn from_section(s: &crate::bundle::presence::PresenceSection) -> Classifier {
+        Classifier {
+            weights: s.weights.clone(),
+            bias: s.bias,
+            threshold: s.threshold,
+        }
+    }
+
+    /// The classifier of a manifest, if it has one.
+    pub fn from_manifest(m: &crate::bundle::Manifest) -> Option<Classifier> {
+        m.presence.as_ref().map(Classifier::from_section)
+    }
+
+    pub fn dim(&self) -> usize {
+        self.weights.len()
+    }
+
+    /// Probability that the face of embedding `e` wears a mask (0 when the
+    /// dimension does not match: never masked by a wrong input).
+    pub fn probability(&self, e: &[f32]) -> f32 {
+        if e.len() != self.weights.len() {
+            return 0.0;
+        }
+        let z: f32 = self.weights.iter().zip(e).map(|(w, x)| w * x).sum::<f32>() + self.bias;
+        1.0 / (1.0 + (-z).exp())
+    }
+
+    /// Probability and decision, at `threshold` when given (a configured
+    /// override), else the manifest's.
+    pub fn decide(&self, e: &[f32], threshold: Option<f32>) -> (f32, bool) {
+        let p = self.probability(e);
+        (p, p >= threshold.unwrap_or(self.threshold))
+    }
+}
+
+/// How a probe's mask presence is decided, per call (from the daemon's
+/// reloadable config).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Params {
+    /// Skin-share threshold (the rule used without a classifier).
+    pub skin_threshold: f32,
+    /// Override of the classifier's threshold (None: the manifest's).
+    pub classifier_threshold: Option<f32>,
+}
+
+impl Default for Params {
+    fn default() -> Params {
+        Params {
+            skin_threshold: DEFAULT_THRESHOLD,
+            classifier_threshold: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +196,33 @@ mod tests {
             ],
             border: "clamp".into(),
         }
+    }
+
+    #[test]
+    fn the_classifier_is_a_thresholded_logistic_on_the_embedding() {
+        let s = crate::bundle::presence::PresenceSection {
+            kind: "logistic-embedding".into(),
+            model_sha256: String::new(),
+            weights: vec![4.0, -4.0],
+            bias: 0.0,
+            threshold: 0.9,
+            data: None,
+            holdout_bare_masked: None,
+            holdout_masked_masked: None,
+        };
+        let c = Classifier::from_section(&s);
+        assert_eq!(c.dim(), 2);
+        // z = 4: p = 0.982 (masked); z = 0: p = 0.5; z = -4: p = 0.018.
+        let (p, m) = c.decide(&[1.0, 0.0], None);
+        assert!((p - 0.98201).abs() < 1e-4 && m, "{p}");
+        let (p, m) = c.decide(&[0.5, 0.5], None);
+        assert!((p - 0.5).abs() < 1e-6 && !m, "{p}");
+        assert!(!c.decide(&[0.0, 1.0], None).1);
+        // A configured threshold overrides the manifest's.
+        assert!(c.decide(&[0.5, 0.5], Some(0.5)).1);
+        assert!(!c.decide(&[1.0, 0.0], Some(0.99)).1);
+        // A wrong dimension is never called masked.
+        assert_eq!(c.decide(&[1.0, 0.0, 0.0], None), (0.0, false));
     }
 
     #[test]

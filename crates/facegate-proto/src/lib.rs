@@ -146,6 +146,11 @@ pub struct Stages {
     pub presence_ms: f64,
     pub embed_ms: f64,
     pub scan_ms: f64,
+    /// Embedder runs behind `embed_ms` (2 for a masked probe when a mask
+    /// presence classifier decides on the whole face and the probe is then
+    /// compared as a periocular crop; 0 from daemons that predate it).
+    #[serde(default)]
+    pub embeddings: u32,
 }
 
 impl Stages {
@@ -156,6 +161,7 @@ impl Stages {
         self.presence_ms += o.presence_ms;
         self.embed_ms += o.embed_ms;
         self.scan_ms += o.scan_ms;
+        self.embeddings += o.embeddings;
     }
 }
 
