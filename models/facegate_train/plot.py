@@ -41,5 +41,5 @@ def loss_curve(history: list[dict], path: Path, title: str) -> None:
         pts = [(x(h["epoch"]), y(h[k])) for h in history if _finite(h.get(k))]
         if len(pts) > 1:
             dr.line(pts, fill=c, width=2)
-        dr.text((W - R - 110, T + 8 + 14 * i), f"— {k} loss", fill=c, font=font)
+        dr.text((W - R - 110, T + 8 + 14 * i), f"- {k} loss", fill=c, font=font)
     im.save(path)
