@@ -41,5 +41,9 @@ def loss_curve(history: list[dict], path: Path, title: str) -> None:
         pts = [(x(h["epoch"]), y(h[k])) for h in history if _finite(h.get(k))]
         if len(pts) > 1:
             dr.line(pts, fill=c, width=2)
-        dr.text((W - R - 110, T + 8 + 14 * i), f"- {k} loss", fill=c, font=font)
+        for px, py in pts:  # markers: a series with a single finite epoch still shows
+            dr.ellipse([px - 2, py - 2, px + 2, py + 2], fill=c)
+        ly = T + 14 + 14 * i
+        dr.line([W - R - 120, ly, W - R - 104, ly], fill=c, width=2)  # legend swatch, exact colour
+        dr.text((W - R - 98, ly - 6), f"{k} loss", fill=c, font=font)
     im.save(path)
