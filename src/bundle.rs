@@ -236,6 +236,44 @@ pub struct Manifest {
     /// Mask presence classifier (embedders only; issue 14 §6).
     #[serde(default)]
     pub presence: Option<presence::PresenceSection>,
+    /// A second model for periocular crops (embedders only): the daemon
+    /// embeds whole faces with `model` and the periocular crops of masked
+    /// probes and of enrolment with this one (docs/TRAINING.md, a tail
+    /// trained for masks beside the pretrained one). Same input, output
+    /// and alignment as `model`.
+    #[serde(default)]
+    pub periocular_model: Option<ModelSection>,
+}
+
+impl ModelSection {
+    fn validate(&self, section: &str) -> Result<(), String> {
+        let sha = &self.sha256;
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("{section}.sha256 {sha:?} is not 64 hex digits"));
+        }
+        if self.file.is_empty()
+            || self.file.contains('/')
+            || self.file == ".."
+            || self.file == "."
+            || self.file == "manifest.toml"
+            || self.file == sign::SIG_FILE
+        {
+            return Err(format!(
+                "{section}.file {:?} must be a plain file name inside the bundle",
+                self.file
+            ));
+        }
+        if self.bytes == 0 || self.bytes > MAX_MODEL_BYTES {
+            return Err(format!("{section}.bytes {} is out of range", self.bytes));
+        }
+        if self.format != "onnx" {
+            return Err(format!(
+                "{section}.format {:?} is not supported (onnx)",
+                self.format
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Manifest {
@@ -256,24 +294,18 @@ impl Manifest {
         if self.name.is_empty() {
             return Err("name is empty".into());
         }
-        let sha = &self.model.sha256;
-        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!("model.sha256 {sha:?} is not 64 hex digits"));
-        }
-        if self.model.file.is_empty() || self.model.file.contains('/') || self.model.file == ".." {
-            return Err(format!(
-                "model.file {:?} must be a plain file name inside the bundle",
-                self.model.file
-            ));
-        }
-        if self.model.bytes == 0 || self.model.bytes > MAX_MODEL_BYTES {
-            return Err(format!("model.bytes {} is out of range", self.model.bytes));
-        }
-        if self.model.format != "onnx" {
-            return Err(format!(
-                "model.format {:?} is not supported (onnx)",
-                self.model.format
-            ));
+        self.model.validate("model")?;
+        if let Some(p) = &self.periocular_model {
+            if self.kind != Kind::Embedder {
+                return Err("only an embedder has a [periocular_model] section".into());
+            }
+            p.validate("periocular_model")?;
+            if p.file == self.model.file {
+                return Err(format!(
+                    "periocular_model.file {:?} is the model's own file",
+                    p.file
+                ));
+            }
         }
         if self.input.shape.len() != 4 || self.input.shape.iter().any(|&d| d == 0 || d < -1) {
             return Err(format!(
@@ -378,6 +410,8 @@ pub struct Bundle {
     pub dir: PathBuf,
     pub manifest: Manifest,
     model: Vec<u8>,
+    /// `[periocular_model]`'s bytes, verified like `model`.
+    periocular_model: Option<Vec<u8>>,
     /// The manifest's bytes as read and parsed: what a signature covers.
     manifest_bytes: Vec<u8>,
     /// `manifest.sig`'s text, when there is one.
@@ -433,6 +467,35 @@ fn read_signature(dir: &Path) -> Result<Option<String>, BundleError> {
     String::from_utf8(bytes)
         .map(Some)
         .map_err(|_| bad("not UTF-8 text".into()))
+}
+
+/// Read the model file `m` names in `dir` and check its size and sha256.
+fn read_verified(dir: &Path, name: &str, m: &ModelSection) -> Result<Vec<u8>, BundleError> {
+    let path = dir.join(&m.file);
+    let file = fs::File::open(&path).map_err(io_err(&path))?;
+    let actual = file.metadata().map_err(io_err(&path))?.len();
+    if actual != m.bytes {
+        return Err(BundleError::Size {
+            name: name.to_string(),
+            path,
+            expected: m.bytes,
+            actual,
+        });
+    }
+    let mut model = Vec::with_capacity(actual as usize);
+    file.take(MAX_MODEL_BYTES)
+        .read_to_end(&mut model)
+        .map_err(io_err(&path))?;
+    let digest = sha256_hex(&model);
+    if !digest.eq_ignore_ascii_case(&m.sha256) {
+        return Err(BundleError::Checksum {
+            name: name.to_string(),
+            path,
+            expected: m.sha256.clone(),
+            actual: digest,
+        });
+    }
+    Ok(model)
 }
 
 impl Bundle {
@@ -491,35 +554,17 @@ impl Bundle {
             path: mpath.clone(),
             message,
         })?;
-        let path = dir.join(&manifest.model.file);
-        let file = fs::File::open(&path).map_err(io_err(&path))?;
-        let actual = file.metadata().map_err(io_err(&path))?.len();
-        if actual != manifest.model.bytes {
-            return Err(BundleError::Size {
-                name: manifest.name.clone(),
-                path,
-                expected: manifest.model.bytes,
-                actual,
-            });
-        }
-        let mut model = Vec::with_capacity(actual as usize);
-        file.take(MAX_MODEL_BYTES)
-            .read_to_end(&mut model)
-            .map_err(io_err(&path))?;
-        let digest = sha256_hex(&model);
-        if !digest.eq_ignore_ascii_case(&manifest.model.sha256) {
-            return Err(BundleError::Checksum {
-                name: manifest.name.clone(),
-                path,
-                expected: manifest.model.sha256.clone(),
-                actual: digest,
-            });
-        }
+        let model = read_verified(dir, &manifest.name, &manifest.model)?;
+        let periocular_model = match &manifest.periocular_model {
+            Some(p) => Some(read_verified(dir, &manifest.name, p)?),
+            None => None,
+        };
         log::debug!("bundle {} verified ({} bytes)", manifest.name, model.len());
         let bundle = Bundle {
             dir: dir.to_path_buf(),
             manifest,
             model,
+            periocular_model,
             manifest_bytes,
             signature,
         };
@@ -578,6 +623,33 @@ impl Bundle {
 
     pub fn model_bytes(&self) -> &[u8] {
         &self.model
+    }
+
+    /// `[periocular_model]`'s bytes (verified), when the bundle has one.
+    pub fn periocular_model_bytes(&self) -> Option<&[u8]> {
+        self.periocular_model.as_deref()
+    }
+
+    /// Every model file of the bundle as (file name, bytes): the model, then
+    /// the periocular model when there is one.
+    pub fn model_files(&self) -> Vec<(&str, &[u8])> {
+        let mut v = vec![(self.manifest.model.file.as_str(), self.model.as_slice())];
+        if let (Some(m), Some(b)) = (&self.manifest.periocular_model, &self.periocular_model) {
+            v.push((m.file.as_str(), b.as_slice()));
+        }
+        v
+    }
+
+    /// The gallery's model identity: the model's sha256, or with a
+    /// periocular model the sha256 of both digests (templates made by either
+    /// model must not be compared with another pair's).
+    pub fn identity_sha256(&self) -> String {
+        match &self.manifest.periocular_model {
+            Some(p) => sha256_hex(
+                format!("{}+periocular:{}", self.manifest.model.sha256, p.sha256).as_bytes(),
+            ),
+            None => self.manifest.model.sha256.clone(),
+        }
     }
 
     pub fn sha256(&self) -> &str {

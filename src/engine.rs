@@ -134,6 +134,9 @@ impl PeriocularMode {
 pub struct Engine {
     pub detector: Box<dyn Detector>,
     pub embedder: Box<dyn Embedder>,
+    /// The bundle's `[periocular_model]`: periocular crops go through it
+    /// (None: through `embedder`).
+    pub periocular_embedder: Option<Box<dyn Embedder>>,
     pub align: AlignSection,
     /// Masked probes are embedded as periocular crops, and enrolment stores
     /// a periocular template per capture (None: whole faces only).
@@ -166,6 +169,14 @@ pub fn pick(faces: &[Face], w: u32, h: u32, min_px: u32) -> Option<&Face> {
 }
 
 impl Engine {
+    /// The network for periocular crops: the bundle's periocular model when
+    /// it has one, else the whole-face embedder.
+    pub fn periocular_embedder(&self) -> &dyn Embedder {
+        self.periocular_embedder
+            .as_deref()
+            .unwrap_or(self.embedder.as_ref())
+    }
+
     /// Detect, pick, align, presence, embed.
     ///
     /// With a presence classifier the whole face is embedded first and the
@@ -225,7 +236,11 @@ impl Engine {
             (Some(e), None) => e,
             (_, p) => {
                 let t = Instant::now();
-                let e = self.embedder.embed(p.as_ref().unwrap_or(&crop))?.into_vec();
+                let e = match p {
+                    Some(p) => self.periocular_embedder().embed(p)?,
+                    None => self.embedder.embed(&crop)?,
+                }
+                .into_vec();
                 st.embed_ms += ms(t);
                 st.embeddings += 1;
                 e
@@ -356,7 +371,7 @@ pub fn templates_for(
         let crop = crate::face::periocular::periocular(&a.crop, &engine.align, pm.cut);
         out.push(NewTemplate {
             user: user.to_string(),
-            embedding: engine.embedder.embed(&crop)?.into_vec(),
+            embedding: engine.periocular_embedder().embed(&crop)?.into_vec(),
             condition: Condition::Periocular,
             source: format!("{source} +periocular"),
             quality: a.face.score,
@@ -721,6 +736,7 @@ mod tests {
         Engine {
             detector: Box::new(OneFace(align112())),
             embedder: Box::new(BottomColour),
+            periocular_embedder: None,
             align: align112(),
             periocular: periocular.then_some(PeriocularMode {
                 cut: 0.5,
@@ -793,6 +809,82 @@ mod tests {
         let (f, st) = run(&e, &blue, params);
         assert!(f.masked && f.periocular && f.skin_share < 0.35);
         assert_eq!((st.embeddings, f.embedding), (1, grey));
+    }
+
+    /// A second network: BottomColour's embedding reversed.
+    struct Reversed;
+
+    impl Embedder for Reversed {
+        fn name(&self) -> &str {
+            "reversed"
+        }
+        fn dim(&self) -> usize {
+            3
+        }
+        fn crop_size(&self) -> u32 {
+            112
+        }
+        fn embed_batch(
+            &self,
+            crops: &[&RgbImage],
+        ) -> Result<Vec<crate::face::embed::Embedding>, crate::face::embed::EmbedError> {
+            Ok(BottomColour
+                .embed_batch(crops)?
+                .into_iter()
+                .map(|e| {
+                    let mut v = e.into_vec();
+                    v.reverse();
+                    crate::face::embed::Embedding::from_vec(v)
+                })
+                .collect())
+        }
+    }
+
+    #[test]
+    fn a_periocular_model_embeds_periocular_crops_and_only_those() {
+        let skin = RgbImage::from_pixel(112, 112, image::Rgb([200, 150, 120]));
+        let mut blue = skin.clone();
+        for y in 66..112 {
+            for x in 0..112 {
+                blue.put_pixel(x, y, image::Rgb([60, 110, 220]));
+            }
+        }
+        let params = crate::face::presence::Params::default();
+        let grey = RgbImage::from_pixel(112, 112, image::Rgb([128; 3]));
+        let mut e = test_engine(Some(classifier(false)), true);
+        e.periocular_embedder = Some(Box::new(Reversed));
+        assert_eq!(e.periocular_embedder().name(), "reversed");
+
+        // Bare probe: the whole-face network only.
+        let f = e.analyze(&skin, 0, params).unwrap().face.unwrap();
+        assert!(!f.periocular);
+        assert_eq!(f.embedding, BottomColour.embed(&skin).unwrap().into_vec());
+        // Masked probe: presence on the whole-face network, the periocular
+        // crop through the periocular network.
+        let f = e.analyze(&blue, 0, params).unwrap().face.unwrap();
+        assert!(f.masked && f.periocular);
+        assert_eq!(f.embedding, Reversed.embed(&grey).unwrap().into_vec());
+        assert_ne!(f.embedding, BottomColour.embed(&grey).unwrap().into_vec());
+
+        // Enrolment: the unmasked template from the whole-face network, the
+        // periocular one from the periocular network.
+        let a = e.analyze(&skin, 0, params).unwrap().face.unwrap();
+        let t = templates_for(&e, "u", "s", &skin, &a, &[], 1).unwrap();
+        let by = |c: Condition| {
+            t.iter()
+                .find(|t| t.condition == c)
+                .unwrap()
+                .embedding
+                .clone()
+        };
+        assert_eq!(
+            by(Condition::Unmasked),
+            BottomColour.embed(&skin).unwrap().into_vec()
+        );
+        assert_eq!(
+            by(Condition::Periocular),
+            Reversed.embed(&grey).unwrap().into_vec()
+        );
     }
 
     #[test]

@@ -45,6 +45,7 @@ fn engine(threads: usize) -> Engine {
     Engine {
         detector: Box::new(detector),
         embedder: Box::new(embedder),
+        periocular_embedder: None,
         align: emb.manifest.align.clone().expect("[align]"),
         periocular: None,
         presence: facegate::face::presence::Classifier::from_manifest(&emb.manifest),

@@ -2,7 +2,11 @@
 (`<models>/bundles/<name>/`), the manifest derived from the backbone's with
 the model section replaced. The training record (data, method, split, seed,
 code version, ...) goes into [provenance] as `training_*` keys: the manifest
-schema (src/bundle.rs) refuses unknown sections, and [provenance] is free."""
+schema (src/bundle.rs) refuses unknown sections, and [provenance] is free.
+
+A bundle may carry two networks: `model.onnx` (whole faces) and, in
+`[periocular_model]` (same fields as [model]), `periocular.onnx` for the
+periocular crops of masked probes and of enrolment only."""
 from __future__ import annotations
 
 import shutil
@@ -29,21 +33,66 @@ def code_version(repo: Path) -> str:
         return "unknown"
 
 
+PERIOCULAR_FILE = "periocular.onnx"
+PRESENCE_KEPT = "kept: model.onnx is the backbone's"
+PRESENCE_DROPPED = "dropped: the classifier was trained on the pretrained whole-face embedding"
+
+
+def _model_section(path: Path, precision: str) -> dict:
+    return {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
+            "format": "onnx", "precision": precision}
+
+
 def write(out: Path, name: str, bb: Backbone, model: Path, precision: str,
-          training: dict, extra_prov: dict | None = None, key=None) -> Path:
+          training: dict, extra_prov: dict | None = None, key=None,
+          periocular: Path | None = None) -> Path:
     """Write bundle `name` under `out`/bundles; signed (manifest.sig) with
-    `key`, a facegate_sign private key, when given."""
+    `key`, a facegate_sign private key, when given.
+
+    Without `periocular`: one network, `model` (of `precision`) as model.onnx.
+    With it: `model` must be the backbone's model file unchanged (its sha256
+    is checked against bb.sha256) and keeps the backbone's precision; the
+    trained `periocular` (of `precision`) becomes periocular.onnx in
+    [periocular_model]. The backbone's [presence] classifier is kept only
+    when the written model.onnx is the one it was trained on (its
+    model_sha256), else dropped (the daemon refuses a mismatch); either way
+    [provenance] training_presence says which."""
     d = out / "bundles" / name
     d.mkdir(parents=True, exist_ok=True)
     if model.resolve() != (d / "model.onnx").resolve():
         shutil.copyfile(model, d / "model.onnx")
-    doc = {k: v for k, v in bb.manifest.items() if k != "thresholds"}
+    main = _model_section(d / "model.onnx", precision)
+    peri = None
+    if periocular is not None:
+        if main["sha256"] != bb.sha256:
+            raise ValueError(f"{name}: with a periocular model, model.onnx must be {bb.name}'s "
+                             f"unchanged (sha256 {bb.sha256}), not {model} ({main['sha256']})")
+        main["precision"] = bb.manifest["model"]["precision"]
+        if periocular.resolve() != (d / PERIOCULAR_FILE).resolve():
+            shutil.copyfile(periocular, d / PERIOCULAR_FILE)
+        peri = _model_section(d / PERIOCULAR_FILE, precision)
+    else:
+        (d / PERIOCULAR_FILE).unlink(missing_ok=True)  # a previous two-network bundle's
+    doc = {}
+    for k, v in bb.manifest.items():
+        if k in ("thresholds", "presence", "periocular_model"):
+            continue
+        doc[k] = v
+        if k == "model":
+            doc["model"] = main
+            if peri is not None:
+                doc["periocular_model"] = peri
     doc["name"] = name
-    doc["version"] = f"{bb.manifest.get('version', bb.name)}+{training['method']}-{training['split']}+{precision}"
-    doc["model"] = {"file": "model.onnx", "sha256": sha256_file(d / "model.onnx"),
-                    "bytes": (d / "model.onnx").stat().st_size, "format": "onnx", "precision": precision}
+    doc["version"] = (f"{bb.manifest.get('version', bb.name)}+{training['method']}-{training['split']}"
+                      f"+{precision}" + ("+periocular" if peri is not None else ""))
     prov = dict(bb.manifest.get("provenance", {}))
     prov["trained_from"] = f"{bb.name} (sha256 {bb.sha256})"
+    presence = bb.manifest.get("presence")
+    if presence is not None:
+        keep = presence.get("model_sha256") == main["sha256"]
+        prov["training_presence"] = PRESENCE_KEPT if keep else PRESENCE_DROPPED
+        if keep:
+            doc["presence"] = presence
     prov.update(extra_prov or {})
     prov.update({f"training_{k}": v for k, v in training.items()})
     doc["provenance"] = prov

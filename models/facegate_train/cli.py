@@ -77,6 +77,11 @@ def main(argv=None) -> int:
                     help="(distil) weight of a CosFace term on unmasked whole faces")
     ap.add_argument("--tag", default="",
                     help="(distil) bundle/run name suffix after the method, e.g. 'v2' -> <family>-masked-distil-v2-f1-5")
+    ap.add_argument("--tail-for", default="periocular", choices=["periocular", "all"],
+                    help="(distil) periocular: the trained network is the bundle's periocular.onnx "
+                         "([periocular_model], periocular crops only) beside the unchanged backbone as "
+                         "model.onnx (whole faces), bundle <family>-masked-distil[-tag]-peri-<split>; "
+                         "all: the trained network is the one model.onnx, <family>-masked-distil[-tag]-<split>")
     ap.add_argument("--id-margin", type=float, default=0.2, help="(distil) CosFace margin")
     ap.add_argument("--scale", type=float, default=32.0, help="(distil) CosFace scale")
     ap.add_argument("--l2sp", type=float, default=1e-3, help="(distil) decay towards the pretrained weights")

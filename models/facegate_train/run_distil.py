@@ -7,7 +7,11 @@ after the shared split and crops steps of cli.py.
                whole pretrained ONNX on the crops (onnxruntime)
   train        per split, on the split's training people only
   export       the pretrained ONNX with the tail's initialisers replaced;
-               checked against the numpy reference on whole and periocular crops
+               checked against the numpy reference on whole and periocular crops;
+               --tail-for periocular (default): bundle `…-peri-<split>` with the
+               backbone unchanged as model.onnx (whole faces) and the trained
+               network as periocular.onnx; --tail-for all: the trained network
+               as the one model.onnx
   look         the split's evaluated people, when their crops are in the cache
                (another split's training people): masked periocular vs unmasked
                periocular and unmasked vs unmasked, pretrained and trained — a
@@ -127,7 +131,8 @@ def run(a, splits, bb: bbm.Backbone, c, pid, iid, key, log, timings: dict) -> li
                     log(f"look {sp.name} {k:10s} {cond:15s} EER {m['eer']:.4f} TAR@1e-3 {m['tar_1e-3']:.4f} "
                         f"TAR@1e-4 {m['tar_1e-4']:.4f} ({m['genuine']} / {m['impostor']})")
 
-        name = f"{family}-masked-{label}-{sp.name}"
+        peri = getattr(a, "tail_for", "periocular") == "periocular"
+        name = f"{family}-masked-{label}{'-peri' if peri else ''}-{sp.name}"
         training = {
             "data": f"LFW deepfunneled ({a.lfw.name}): {len(sp.train_people)} people not in the pairs of "
                     f"folds {sp.name[1:]}, {len(g.unmasked)} images (at most {a.max_per_person} per person), "
@@ -142,9 +147,16 @@ def run(a, splits, bb: bbm.Backbone, c, pid, iid, key, log, timings: dict) -> li
             "epochs": a.epochs, "lr": a.lr, "keep": a.keep, "whole": a.whole, "ident": a.ident, "ident_whole": a.ident_whole,
             "margin": a.id_margin, "scale": a.scale, "l2sp": a.l2sp, "periocular_cut": cut,
             "best_epoch": res.best_epoch,
+            "tail_for": "periocular" if peri else "all",
             "code": code,
         }
-        d = bundle.write(a.out, name, bb, fp32, "fp32", training, key=key)
+        if peri:
+            d = bundle.write(a.out, name, bb, bb.model, "fp32", training, key=key, periocular=fp32)
+            got_sha = bundle.sha256_file(d / "model.onnx")
+            if got_sha != bb.sha256:
+                raise SystemExit(f"{d}: model.onnx {got_sha} is not {bb.name}'s ({bb.sha256})")
+        else:
+            d = bundle.write(a.out, name, bb, fp32, "fp32", training, key=key)
         made.append(d.name)
         timings[f"export {sp.name} fp32"] = time.time() - t
         log(f"bundle {d} (onnx vs numpy max diff {max(err_w, err_p):.2e})")

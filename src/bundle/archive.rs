@@ -9,6 +9,7 @@
 //! | `manifest.toml` | the bundle's manifest, byte for byte                    |
 //! | `manifest.sig`  | its signature, when the bundle is signed               |
 //! | `<model file>`  | the model the manifest names (`model.onnx`)            |
+//! | `<periocular>`  | `[periocular_model]`'s file, when the bundle has one   |
 //! | `SHA256SUMS`    | `sha256sum` lines for each of the entries above        |
 //!
 //! [`pack`] writes one from a bundle folder (verified first). [`install`]
@@ -120,10 +121,7 @@ pub fn pack(bundle_dir: &Path, out: &Path) -> Result<Bundle, ArchiveError> {
     let sums: String = files
         .iter()
         .map(|(n, d)| (n.as_str(), d.as_slice()))
-        .chain(std::iter::once((
-            b.manifest.model.file.as_str(),
-            b.model_bytes(),
-        )))
+        .chain(b.model_files())
         .map(|(n, d)| format!("{}  {n}\n", sha256_hex(d)))
         .collect();
     let tmp = out.with_extension("partial");
@@ -144,7 +142,9 @@ pub fn pack(bundle_dir: &Path, out: &Path) -> Result<Bundle, ArchiveError> {
         for (n, d) in &files {
             add(n, d)?;
         }
-        add(&b.manifest.model.file, b.model_bytes())?;
+        for (n, d) in b.model_files() {
+            add(n, d)?;
+        }
         add(SUMS_FILE, sums.as_bytes())?;
         let gz = tar.into_inner()?;
         let f = gz.finish()?;
@@ -396,15 +396,11 @@ pub fn install(
             (b, st)
         }
     };
-    // Only the manifest, its signature and its model.
+    // Only the manifest, its signature and its model files.
+    let models = b.model_files();
     if let Some(extra) = got.keys().find(|n| {
-        ![
-            MANIFEST_FILE,
-            SIG_FILE,
-            SUMS_FILE,
-            b.manifest.model.file.as_str(),
-        ]
-        .contains(&n.as_str())
+        ![MANIFEST_FILE, SIG_FILE, SUMS_FILE].contains(&n.as_str())
+            && !models.iter().any(|(m, _)| m == n)
     }) {
         return Err(ArchiveError::Invalid {
             archive: archive.to_path_buf(),

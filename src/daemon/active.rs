@@ -80,15 +80,14 @@ pub fn build(
         },
     )
     .map_err(|e| mm(e.to_string()))?;
-    let embedder = TractEmbedder::from_bundle(
-        &emb_b,
-        &EmbedderOptions {
-            max_batch: 1,
-            threads: cfg.models.threads,
-            ..Default::default()
-        },
-    )
-    .map_err(|e| mm(e.to_string()))?;
+    let emb_opts = EmbedderOptions {
+        max_batch: 1,
+        threads: cfg.models.threads,
+        ..Default::default()
+    };
+    let embedder = TractEmbedder::from_bundle(&emb_b, &emb_opts).map_err(|e| mm(e.to_string()))?;
+    let periocular_embedder =
+        TractEmbedder::periocular_from_bundle(&emb_b, &emb_opts).map_err(|e| mm(e.to_string()))?;
     let align = emb_b
         .manifest
         .align
@@ -101,7 +100,7 @@ pub fn build(
         embedder.name(),
         embedder.dim()
     );
-    let id = ModelId::new(embedder.name(), embedder.sha256());
+    let id = ModelId::new(embedder.name(), emb_b.identity_sha256());
     let gallery = match current {
         Some(c) if c.embedder_id == id => c.gallery.clone(),
         Some(c) => Arc::new(open_gallery(
@@ -124,6 +123,8 @@ pub fn build(
         engine: Engine {
             detector: Box::new(detector),
             embedder: Box::new(embedder),
+            periocular_embedder: periocular_embedder
+                .map(|e| Box::new(e) as Box<dyn crate::face::embed::Embedder>),
             align,
             periocular: PeriocularMode::from_thresholds(emb_b.manifest.thresholds.as_ref()),
             presence: crate::face::presence::Classifier::from_manifest(&emb_b.manifest),

@@ -379,7 +379,7 @@ pub fn check(cfg: &Config) -> Result<Checked, DaemonError> {
     let gpath = cfg.daemon.state_dir.join("gallery");
     if gpath.exists() {
         if let Ok(info) = crate::gallery::Store::inspect(&gpath, false) {
-            let running = crate::gallery::ModelId::new(emb.name(), emb.sha256());
+            let running = crate::gallery::ModelId::new(emb.name(), emb.identity_sha256());
             if info.model != running {
                 warn.push(format!(
                     "the gallery {} was enrolled with embedder {} ({} users); with {} it will be retired and its users must re-enrol (`facegate reenroll` re-embeds those with kept crops; docs/MODELS_SHIPPING.md)",

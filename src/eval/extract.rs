@@ -198,6 +198,9 @@ pub struct Model {
     pub sha256: String,
     pub align: AlignSection,
     pub embedder: TractEmbedder,
+    /// The bundle's `[periocular_model]`, which [`Model::with_periocular`]
+    /// puts in `embedder`'s place (as the daemon does for periocular crops).
+    pub periocular_embedder: Option<TractEmbedder>,
     /// Embed periocular crops (grey from this many IODs below the eyes,
     /// [`crate::face::periocular`]) instead of whole faces.
     pub periocular: Option<f32>,
@@ -216,19 +219,19 @@ impl Model {
             .align
             .clone()
             .ok_or_else(|| EvalError::Other(format!("{name}: no [align] section")))?;
-        let embedder = TractEmbedder::from_bundle(
-            &b,
-            &EmbedderOptions {
-                max_batch: 8,
-                threads: 1,
-                ..Default::default()
-            },
-        )?;
+        let opts = EmbedderOptions {
+            max_batch: 8,
+            threads: 1,
+            ..Default::default()
+        };
+        let embedder = TractEmbedder::from_bundle(&b, &opts)?;
+        let periocular_embedder = TractEmbedder::periocular_from_bundle(&b, &opts)?;
         Ok(Model {
             name: name.to_string(),
             sha256: b.sha256().to_string(),
             align,
             embedder,
+            periocular_embedder,
             periocular: None,
             presence: presence::Classifier::from_manifest(&b.manifest),
             periocular_mode: crate::engine::PeriocularMode::from_thresholds(
@@ -238,10 +241,15 @@ impl Model {
     }
 
     /// The same model on periocular crops cut `cut` IODs below the eyes;
-    /// its name (and so its cache and report labels) says so.
+    /// its name (and so its cache and report labels) says so. A bundle with
+    /// a periocular model embeds them with it (and its sha256 keys the cache).
     pub fn with_periocular(mut self, cut: f32) -> Model {
         self.name = format!("{}+periocular{cut}", self.name);
         self.periocular = Some(cut);
+        if let Some(p) = self.periocular_embedder.take() {
+            self.sha256 = p.sha256().to_string();
+            self.embedder = p;
+        }
         self
     }
 

@@ -177,10 +177,47 @@ impl TractEmbedder {
         bundle: &Bundle,
         opts: &EmbedderOptions,
     ) -> Result<TractEmbedder, EmbedError> {
+        let m = &bundle.manifest;
+        TractEmbedder::from_model(
+            bundle,
+            bundle.model_bytes(),
+            m.name.clone(),
+            &m.model.sha256,
+            opts,
+        )
+    }
+
+    /// The bundle's `[periocular_model]` (None when it has none): the
+    /// network for periocular crops, with the bundle's input, output and
+    /// alignment.
+    pub fn periocular_from_bundle(
+        bundle: &Bundle,
+        opts: &EmbedderOptions,
+    ) -> Result<Option<TractEmbedder>, EmbedError> {
+        let m = &bundle.manifest;
+        match (&m.periocular_model, bundle.periocular_model_bytes()) {
+            (Some(p), Some(bytes)) => TractEmbedder::from_model(
+                bundle,
+                bytes,
+                format!("{}+periocular", m.name),
+                &p.sha256,
+                opts,
+            )
+            .map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    fn from_model(
+        bundle: &Bundle,
+        mut reader: &[u8],
+        name: String,
+        sha256: &str,
+        opts: &EmbedderOptions,
+    ) -> Result<TractEmbedder, EmbedError> {
         let t0 = Instant::now();
         bundle.expect_kind(Kind::Embedder)?;
         let m: &Manifest = &bundle.manifest;
-        let name = m.name.clone();
         let mismatch = |message: String| EmbedError::Mismatch {
             name: name.clone(),
             message,
@@ -199,7 +236,6 @@ impl TractEmbedder {
             .ok_or_else(|| mismatch("no [align] section".into()))?;
         let size = al.size;
 
-        let mut reader = bundle.model_bytes();
         // Shapes recorded in the file (value_info, output shapes) carry a
         // symbolic batch that would clash with our fixed one; tract infers
         // them, and the output shape is checked against the manifest below.
@@ -291,14 +327,14 @@ impl TractEmbedder {
         let load_time = t0.elapsed();
         log::info!(
             "embedder {} loaded in {:.0} ms (batches {:?}, {} thread(s))",
-            m.name,
+            name,
             load_time.as_secs_f64() * 1e3,
             plans.iter().map(|p| p.0).collect::<Vec<_>>(),
             opts.threads
         );
         Ok(TractEmbedder {
-            name: m.name.clone(),
-            sha256: m.model.sha256.clone(),
+            name,
+            sha256: sha256.to_string(),
             dim: out.dim,
             size,
             layout: m.input.layout,
