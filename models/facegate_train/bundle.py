@@ -83,7 +83,8 @@ def write(out: Path, name: str, bb: Backbone, model: Path, precision: str,
             if peri is not None:
                 doc["periocular_model"] = peri
     doc["name"] = name
-    doc["version"] = (f"{bb.manifest.get('version', bb.name)}+{training['method']}-{training['split']}"
+    method = str(training["method"]).split(":")[0]  # distil's record is a sentence: "distil: ..."
+    doc["version"] = (f"{bb.manifest.get('version', bb.name)}+{method}-{training['split']}"
                       f"+{precision}" + ("+periocular" if peri is not None else ""))
     prov = dict(bb.manifest.get("provenance", {}))
     prov["trained_from"] = f"{bb.name} (sha256 {bb.sha256})"
