@@ -20,7 +20,7 @@ pub(crate) struct ModelsArgs {
 #[derive(clap::Subcommand)]
 pub(crate) enum ModelsCmd {
     /// Write a bundle as one archive for a device (workstation side):
-    /// manifest.toml, manifest.sig if signed, the model and SHA256SUMS, in a
+    /// manifest.toml, manifest.sig if signed, the model (and the periocular model) and SHA256SUMS, in a
     /// gzip-compressed tar (docs/MODELS_SHIPPING.md).
     Pack(PackArgs),
     /// Verify a bundle archive and install it next to the other bundles
