@@ -205,3 +205,36 @@ fn an_archive_carries_both_models() {
         fs::read(dir.join("periocular.onnx")).unwrap()
     );
 }
+
+#[test]
+fn the_listing_names_both_models() {
+    let (_tmp, dir) = two_model_bundle();
+    let models = dir.join("../..");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_facegate"))
+        .args(["models", "--models"])
+        .arg(&models)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = Bundle::open(&dir).unwrap();
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("| two-models "))
+        .expect("a row");
+    let peri = b.manifest.periocular_model.as_ref().unwrap();
+    assert!(
+        row.contains(&format!(
+            "{} + periocular {}",
+            &b.manifest.model.sha256[..12],
+            &peri.sha256[..12]
+        )),
+        "{row}"
+    );
+    let mb = (b.manifest.model.bytes + peri.bytes) as f64 / 1e6;
+    assert!(row.contains(&format!("| {mb:.1}")), "{row}");
+}

@@ -224,10 +224,18 @@ pub(crate) fn list_models(models: &Path, a: &TrustArgs) -> Result<ExitCode> {
         match opened {
             Ok((b, st)) => {
                 let m = &b.manifest;
+                let cos = |v: Option<f32>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
                 let mut thr = match (m.kind, m.calibrated_thresholds()) {
                     (Kind::Detector, _) => "-".to_string(),
                     (_, None) => "uncalibrated".to_string(),
-                    (_, Some(t)) => format!("unmasked {:?} masked {:?}", t.unmasked, t.masked),
+                    (_, Some(t)) => {
+                        let mut s =
+                            format!("unmasked {} masked {}", cos(t.unmasked), cos(t.masked));
+                        if let (Some(p), Some(c)) = (t.periocular, t.periocular_cut) {
+                            s.push_str(&format!(" periocular {} (cut {c})", cos(Some(p))));
+                        }
+                        s
+                    }
                 };
                 if let Some(p) = &m.presence {
                     thr.push_str(&format!("; presence classifier p >= {}", p.threshold));
@@ -236,8 +244,17 @@ pub(crate) fn list_models(models: &Path, a: &TrustArgs) -> Result<ExitCode> {
                     n.clone(),
                     m.kind.to_string(),
                     m.model.precision.clone(),
-                    format!("{:.1}", m.model.bytes as f64 / 1e6),
-                    m.model.sha256[..12].to_string(),
+                    format!(
+                        "{:.1}",
+                        (m.model.bytes + m.periocular_model.as_ref().map_or(0, |p| p.bytes)) as f64
+                            / 1e6
+                    ),
+                    match &m.periocular_model {
+                        Some(p) => {
+                            format!("{} + periocular {}", &m.model.sha256[..12], &p.sha256[..12])
+                        }
+                        None => m.model.sha256[..12].to_string(),
+                    },
                     thr,
                     signature_cell(&st, policy.is_some()),
                     "ok".into(),
