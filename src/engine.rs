@@ -664,12 +664,21 @@ mod tests {
 
     /// An embedder whose embedding is the mean red and blue of the crop's
     /// bottom rows (and a constant): blue fabric, bare skin and the
-    /// periocular crop's grey all embed differently.
-    struct BottomColour;
+    /// periocular crop's grey all embed differently. `reversed` gives the
+    /// same numbers in reverse order: another network.
+    struct BottomColour {
+        reversed: bool,
+    }
+    const WHOLE_NET: BottomColour = BottomColour { reversed: false };
+    const PERI_NET: BottomColour = BottomColour { reversed: true };
 
     impl Embedder for BottomColour {
         fn name(&self) -> &str {
-            "bottom-colour"
+            if self.reversed {
+                "reversed"
+            } else {
+                "bottom-colour"
+            }
         }
         fn dim(&self) -> usize {
             3
@@ -693,7 +702,11 @@ mod tests {
                             n += 1.0;
                         }
                     }
-                    crate::face::embed::Embedding::from_vec(vec![r / n, b / n, 0.2])
+                    let mut v = vec![r / n, b / n, 0.2];
+                    if self.reversed {
+                        v.reverse();
+                    }
+                    crate::face::embed::Embedding::from_vec(v)
                 })
                 .collect())
         }
@@ -729,13 +742,25 @@ mod tests {
         })
     }
 
+    /// A bare face (skin colour) and the same with blue fabric below the nose.
+    fn skin_and_blue() -> (RgbImage, RgbImage) {
+        let skin = RgbImage::from_pixel(112, 112, image::Rgb([200, 150, 120]));
+        let mut blue = skin.clone();
+        for y in 66..112 {
+            for x in 0..112 {
+                blue.put_pixel(x, y, image::Rgb([60, 110, 220]));
+            }
+        }
+        (skin, blue)
+    }
+
     fn test_engine(
         presence: Option<crate::face::presence::Classifier>,
         periocular: bool,
     ) -> Engine {
         Engine {
             detector: Box::new(OneFace(align112())),
-            embedder: Box::new(BottomColour),
+            embedder: Box::new(WHOLE_NET),
             periocular_embedder: None,
             align: align112(),
             periocular: periocular.then_some(PeriocularMode {
@@ -748,23 +773,17 @@ mod tests {
 
     #[test]
     fn the_classifier_decides_presence_and_only_its_masked_probes_go_periocular() {
-        let skin = RgbImage::from_pixel(112, 112, image::Rgb([200, 150, 120]));
-        let mut blue = skin.clone();
-        for y in 66..112 {
-            for x in 0..112 {
-                blue.put_pixel(x, y, image::Rgb([60, 110, 220]));
-            }
-        }
+        let (skin, blue) = skin_and_blue();
         let run = |e: &Engine, img: &RgbImage, p: crate::face::presence::Params| {
             let a = e.analyze(img, 0, p).unwrap();
             (a.face.unwrap(), a.stages)
         };
         let params = crate::face::presence::Params::default();
-        let grey = BottomColour
+        let grey = WHOLE_NET
             .embed(&RgbImage::from_pixel(112, 112, image::Rgb([128; 3])))
             .unwrap()
             .into_vec();
-        let whole = |img: &RgbImage| BottomColour.embed(img).unwrap().into_vec();
+        let whole = |img: &RgbImage| WHOLE_NET.embed(img).unwrap().into_vec();
 
         // Bare face: the classifier says bare, one embedding of the whole face.
         let e = test_engine(Some(classifier(false)), true);
@@ -811,60 +830,25 @@ mod tests {
         assert_eq!((st.embeddings, f.embedding), (1, grey));
     }
 
-    /// A second network: BottomColour's embedding reversed.
-    struct Reversed;
-
-    impl Embedder for Reversed {
-        fn name(&self) -> &str {
-            "reversed"
-        }
-        fn dim(&self) -> usize {
-            3
-        }
-        fn crop_size(&self) -> u32 {
-            112
-        }
-        fn embed_batch(
-            &self,
-            crops: &[&RgbImage],
-        ) -> Result<Vec<crate::face::embed::Embedding>, crate::face::embed::EmbedError> {
-            Ok(BottomColour
-                .embed_batch(crops)?
-                .into_iter()
-                .map(|e| {
-                    let mut v = e.into_vec();
-                    v.reverse();
-                    crate::face::embed::Embedding::from_vec(v)
-                })
-                .collect())
-        }
-    }
-
     #[test]
     fn a_periocular_model_embeds_periocular_crops_and_only_those() {
-        let skin = RgbImage::from_pixel(112, 112, image::Rgb([200, 150, 120]));
-        let mut blue = skin.clone();
-        for y in 66..112 {
-            for x in 0..112 {
-                blue.put_pixel(x, y, image::Rgb([60, 110, 220]));
-            }
-        }
+        let (skin, blue) = skin_and_blue();
         let params = crate::face::presence::Params::default();
         let grey = RgbImage::from_pixel(112, 112, image::Rgb([128; 3]));
         let mut e = test_engine(Some(classifier(false)), true);
-        e.periocular_embedder = Some(Box::new(Reversed));
+        e.periocular_embedder = Some(Box::new(PERI_NET));
         assert_eq!(e.periocular_embedder().name(), "reversed");
 
         // Bare probe: the whole-face network only.
         let f = e.analyze(&skin, 0, params).unwrap().face.unwrap();
         assert!(!f.periocular);
-        assert_eq!(f.embedding, BottomColour.embed(&skin).unwrap().into_vec());
+        assert_eq!(f.embedding, WHOLE_NET.embed(&skin).unwrap().into_vec());
         // Masked probe: presence on the whole-face network, the periocular
         // crop through the periocular network.
         let f = e.analyze(&blue, 0, params).unwrap().face.unwrap();
         assert!(f.masked && f.periocular);
-        assert_eq!(f.embedding, Reversed.embed(&grey).unwrap().into_vec());
-        assert_ne!(f.embedding, BottomColour.embed(&grey).unwrap().into_vec());
+        assert_eq!(f.embedding, PERI_NET.embed(&grey).unwrap().into_vec());
+        assert_ne!(f.embedding, WHOLE_NET.embed(&grey).unwrap().into_vec());
 
         // Enrolment: the unmasked template from the whole-face network, the
         // periocular one from the periocular network.
@@ -879,11 +863,11 @@ mod tests {
         };
         assert_eq!(
             by(Condition::Unmasked),
-            BottomColour.embed(&skin).unwrap().into_vec()
+            WHOLE_NET.embed(&skin).unwrap().into_vec()
         );
         assert_eq!(
             by(Condition::Periocular),
-            Reversed.embed(&grey).unwrap().into_vec()
+            PERI_NET.embed(&grey).unwrap().into_vec()
         );
     }
 

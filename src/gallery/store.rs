@@ -750,33 +750,8 @@ impl Store {
         }
         let _g = self.lock();
         let created = now_unix();
-        let out = (&self.meta, &self.users, &self.templates, &self.by_user).transaction(
-            |(m, u, t, i)| {
-                let next = match m.get(K_NEXT_ID)? {
-                    Some(v) => u64_value(&v, "next_id").or_else(abort)?,
-                    None => return abort(GalleryError::Corrupt("missing next_id".into())),
-                };
-                let mut out = Vec::with_capacity(batch.len());
-                for (k, nt) in batch.iter().enumerate() {
-                    if u.get(nt.user.as_bytes())?.is_none() {
-                        return abort(GalleryError::UnknownUser(nt.user.clone()));
-                    }
-                    let tpl = Template {
-                        id: next + k as u64,
-                        user: nt.user.clone(),
-                        embedding: nt.embedding.clone(),
-                        condition: nt.condition,
-                        source: nt.source.clone(),
-                        quality: nt.quality,
-                        created,
-                    };
-                    insert_template_tx(t, i, &tpl)?;
-                    out.push(tpl);
-                }
-                m.insert(K_NEXT_ID, &(next + batch.len() as u64).to_le_bytes())?;
-                Ok(out)
-            },
-        )?;
+        let out = (&self.meta, &self.users, &self.templates, &self.by_user)
+            .transaction(|(m, u, t, i)| insert_batch_tx(m, u, t, i, &batch, created))?;
         self.durable()?;
         debug!("added {} templates", out.len());
         Ok(out)
@@ -815,29 +790,7 @@ impl Store {
                     t.remove(&tid_key(*id))?;
                     i.remove(index_key(name, *id))?;
                 }
-                let next = match m.get(K_NEXT_ID)? {
-                    Some(v) => u64_value(&v, "next_id").or_else(abort)?,
-                    None => return abort(GalleryError::Corrupt("missing next_id".into())),
-                };
-                let mut out = Vec::with_capacity(batch.len());
-                for (k, nt) in batch.iter().enumerate() {
-                    if u.get(nt.user.as_bytes())?.is_none() {
-                        return abort(GalleryError::UnknownUser(nt.user.clone()));
-                    }
-                    let tpl = Template {
-                        id: next + k as u64,
-                        user: nt.user.clone(),
-                        embedding: nt.embedding.clone(),
-                        condition: nt.condition,
-                        source: nt.source.clone(),
-                        quality: nt.quality,
-                        created,
-                    };
-                    insert_template_tx(t, i, &tpl)?;
-                    out.push(tpl);
-                }
-                m.insert(K_NEXT_ID, &(next + batch.len() as u64).to_le_bytes())?;
-                Ok(out)
+                insert_batch_tx(m, u, t, i, &batch, created)
             },
         )?;
         self.durable()?;
@@ -1045,6 +998,41 @@ impl Store {
             None => Err(GalleryError::Corrupt("missing next_id".into())),
         }
     }
+}
+
+/// Inside a transaction: `batch` as new templates with ids from `next_id`
+/// on (every owner must exist), `next_id` advanced past them.
+fn insert_batch_tx(
+    m: &TransactionalTree,
+    u: &TransactionalTree,
+    t: &TransactionalTree,
+    i: &TransactionalTree,
+    batch: &[NewTemplate],
+    created: u64,
+) -> TxResult<Vec<Template>> {
+    let next = match m.get(K_NEXT_ID)? {
+        Some(v) => u64_value(&v, "next_id").or_else(abort)?,
+        None => return abort(GalleryError::Corrupt("missing next_id".into())),
+    };
+    let mut out = Vec::with_capacity(batch.len());
+    for (k, nt) in batch.iter().enumerate() {
+        if u.get(nt.user.as_bytes())?.is_none() {
+            return abort(GalleryError::UnknownUser(nt.user.clone()));
+        }
+        let tpl = Template {
+            id: next + k as u64,
+            user: nt.user.clone(),
+            embedding: nt.embedding.clone(),
+            condition: nt.condition,
+            source: nt.source.clone(),
+            quality: nt.quality,
+            created,
+        };
+        insert_template_tx(t, i, &tpl)?;
+        out.push(tpl);
+    }
+    m.insert(K_NEXT_ID, &(next + batch.len() as u64).to_le_bytes())?;
+    Ok(out)
 }
 
 fn insert_template_tx(
