@@ -361,17 +361,12 @@ fn the_cli_packs_and_installs_under_the_daemons_policy() {
     let src = signed_copy(tmp.path(), &KEY_B);
     let arc = tmp.path().join("b.tar.gz");
     let exe = env!("CARGO_BIN_EXE_facegate");
-    let out = Command::new(exe)
-        .args(["models", "pack"])
-        .arg(&src)
-        .arg("--out")
-        .arg(&arc)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::run_ok(
+        Command::new(exe)
+            .args(["models", "pack"])
+            .arg(&src)
+            .arg("--out")
+            .arg(&arc),
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("signed by ed25519:"));
     let models = tmp.path().join("models");

@@ -210,17 +210,12 @@ fn an_archive_carries_both_models() {
 fn the_listing_names_both_models() {
     let (_tmp, dir) = two_model_bundle();
     let models = dir.join("../..");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_facegate"))
-        .args(["models", "--models"])
-        .arg(&models)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_facegate"))
+            .args(["models", "--models"])
+            .arg(&models),
     );
+    let text = String::from_utf8_lossy(&out.stdout);
     let b = Bundle::open(&dir).unwrap();
     let row = text
         .lines()

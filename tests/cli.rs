@@ -167,16 +167,11 @@ fn embed_runs_the_full_pipeline_and_says_no_face() {
     let photos = common::models_dir().join("photos");
     let tmp = tempfile::tempdir().unwrap();
     let crop = tmp.path().join("crop.png");
-    let out = facegate()
-        .args(["align", "--bundle", "facenet-int8-qdq-pt", "--out"])
-        .arg(&crop)
-        .arg(photos.join("skimage/astronaut.png"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run_ok(
+        facegate()
+            .args(["align", "--bundle", "facenet-int8-qdq-pt", "--out"])
+            .arg(&crop)
+            .arg(photos.join("skimage/astronaut.png")),
     );
     let img = image::open(&crop).unwrap();
     assert_eq!((img.width(), img.height()), (160, 160));
@@ -218,16 +213,11 @@ fn mask_writes_a_masked_photo() {
     let photos = common::models_dir().join("photos");
     let tmp = tempfile::tempdir().unwrap();
     let out_png = tmp.path().join("m.png");
-    let out = facegate()
-        .args(["mask", "--style", "kn95", "--seed", "3", "--out"])
-        .arg(&out_png)
-        .arg(photos.join("skimage/astronaut.png"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run_ok(
+        facegate()
+            .args(["mask", "--style", "kn95", "--seed", "3", "--out"])
+            .arg(&out_png)
+            .arg(photos.join("skimage/astronaut.png")),
     );
     let a = image::open(&out_png).unwrap().to_rgb8();
     let b = image::open(photos.join("skimage/astronaut.png"))

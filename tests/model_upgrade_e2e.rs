@@ -190,29 +190,19 @@ crops_key = "{crops_key}"
     fn ship_new_embedder(&self) {
         let src = signed_copy(NEW, &self.p("workstation"));
         let arc = self.p("facenet.tar.gz");
-        let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
-            .args(["models", "pack"])
-            .arg(&src)
-            .arg("--out")
-            .arg(&arc)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        common::run_ok(
+            Command::new(env!("CARGO_BIN_EXE_facegate"))
+                .args(["models", "pack"])
+                .arg(&src)
+                .arg("--out")
+                .arg(&arc),
         );
-        let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
-            .args(["models", "install"])
-            .arg(&arc)
-            .arg("--config")
-            .arg(self.p("config.toml"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        common::run_ok(
+            Command::new(env!("CARGO_BIN_EXE_facegate"))
+                .args(["models", "install"])
+                .arg(&arc)
+                .arg("--config")
+                .arg(self.p("config.toml")),
         );
         assert!(self
             .p("models/bundles")

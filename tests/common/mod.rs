@@ -191,3 +191,16 @@ pub fn inline(rel: &str) -> facegate::protocol::InlineImage {
             .encode(std::fs::read(photo(rel)).unwrap()),
     }
 }
+
+/// Run `cmd` and fail the test with its stderr unless it exits 0.
+pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().expect("run the command");
+    assert!(
+        out.status.success(),
+        "{:?} failed ({}): {}",
+        cmd,
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
