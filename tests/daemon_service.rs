@@ -21,20 +21,9 @@ use common::photo;
 
 use common::inline;
 
-/// Show `img` to the replay camera (atomic replace of its single frame) and
-/// let it move on to the new picture.
+/// Show `img` to the replay camera and let it move on.
 fn show(cam: &Path, img: &Path) {
-    let ext = img.extension().unwrap().to_str().unwrap();
-    let tmp = cam.with_extension("tmp");
-    std::fs::copy(img, &tmp).unwrap();
-    for e in std::fs::read_dir(cam).unwrap() {
-        let e = e.unwrap().path();
-        if e.extension().and_then(|x| x.to_str()) != Some(ext) {
-            std::fs::remove_file(e).unwrap();
-        }
-    }
-    std::fs::rename(&tmp, cam.join(format!("frame.{ext}"))).unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    common::show(cam, img, Duration::from_millis(700));
 }
 
 /// A daemon's shared state on a replay camera at 2 fps that needs 5 passing

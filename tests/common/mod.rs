@@ -204,3 +204,19 @@ pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
     );
     out
 }
+
+/// Show `img` to a replay camera whose folder is `cam` (atomic replace of its
+/// single frame, other frames removed) and give it `settle` to move on.
+pub fn show(cam: &std::path::Path, img: &std::path::Path, settle: std::time::Duration) {
+    let ext = img.extension().unwrap().to_str().unwrap();
+    let tmp = cam.with_extension("tmp");
+    std::fs::copy(img, &tmp).unwrap();
+    for e in std::fs::read_dir(cam).unwrap() {
+        let e = e.unwrap().path();
+        if e.extension().and_then(|x| x.to_str()) != Some(ext) {
+            std::fs::remove_file(e).unwrap();
+        }
+    }
+    std::fs::rename(&tmp, cam.join(format!("frame.{ext}"))).unwrap();
+    std::thread::sleep(settle);
+}
