@@ -8,7 +8,7 @@
 //! ```text
 //! stage_count MODELS STAGE K [--photo P] [--frame 640x480] [--gallery N]
 //!   [--embedder NAME] [--max-side N (the daemon's detect_max_side; default 1280)]
-//!   STAGE: detect | align | presence | embed | scan | none
+//!   STAGE: detect | track (one tracked region) | align | presence | embed | scan | none
 //! ```
 //!
 //! Single-threaded on purpose (tract and the scan on the caller's thread):
@@ -106,6 +106,16 @@ fn main() -> Result<()> {
         }
         (r as u64, r as u32)
     });
+    // "track": the detector on one tracked face's region (issue 17 §1), the
+    // track seeded by one whole-frame search here.
+    let tracker = facegate::face::track::Tracker::new(facegate::face::track::TrackOptions {
+        every: u32::MAX,
+        max_age: std::time::Duration::from_secs(86_400),
+        ..Default::default()
+    });
+    tracker.detect(&det, &frame, std::time::Instant::now())?;
+    // And one tracked step: the region's plan is built on the first.
+    tracker.detect(&det, &frame, std::time::Instant::now())?;
     let kernel = Kernel::best();
     let mut scores = vec![0f32; matrix.rows()];
 
@@ -113,6 +123,13 @@ fn main() -> Result<()> {
     for _ in 0..k {
         match stage.as_str() {
             "detect" => sink += det.detect(&frame)?.len() as f32,
+            "track" => {
+                let (faces, step) = tracker.detect(&det, &frame, std::time::Instant::now())?;
+                if !matches!(step, facegate::face::track::Step::Tracked(_)) {
+                    bail!("the tracked stage searched the whole frame ({step:?})");
+                }
+                sink += faces.len() as f32;
+            }
             "align" => {
                 sink += facegate::face::align::align(&frame, &face.landmarks, &align_cfg)?.as_raw()
                     [0] as f32

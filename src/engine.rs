@@ -6,8 +6,7 @@
 //! the threshold of the probe's condition); [`Lockout`] backs off after
 //! repeated failures; [`quality`] checks enrolment captures.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use image::RgbImage;
 
@@ -15,8 +14,12 @@ use crate::bundle::AlignSection;
 use crate::face::detect::{Detector, Face};
 use crate::face::embed::Embedder;
 use crate::face::mask::MaskStyle;
+use crate::face::track::{Step, Tracker};
 use crate::gallery::{Condition, NewTemplate, Space};
 use crate::protocol::Stages;
+
+mod decide;
+pub use decide::{Fused, Fusion, Lockout};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -130,6 +133,14 @@ impl PeriocularMode {
     }
 }
 
+/// Mask presence probability at or above which a tracked face keeps its
+/// "masked" call for the rest of its track (the classifier is not run again
+/// until the next whole-frame search). A face that takes its mask off in
+/// between is compared by its periocular crop, which greys the lower face
+/// either way: the same threshold and false accepts, a higher chance of a
+/// refusal for at most `track_every` frames.
+pub const KNOWN_MASKED: f32 = 0.9;
+
 /// Models and alignment settings.
 pub struct Engine {
     pub detector: Box<dyn Detector>,
@@ -190,9 +201,31 @@ impl Engine {
         min_face_px: u32,
         presence: crate::face::presence::Params,
     ) -> Result<Analysis, EngineError> {
+        self.analyze_frame(img, None, min_face_px, presence)
+    }
+
+    /// [`Engine::analyze`] for the next frame of a video stream: with a
+    /// tracker the faces of the last frames are looked for in small regions
+    /// around them ([`crate::face::track`]); None searches the whole frame.
+    pub fn analyze_frame(
+        &self,
+        img: &RgbImage,
+        tracker: Option<&Tracker>,
+        min_face_px: u32,
+        presence: crate::face::presence::Params,
+    ) -> Result<Analysis, EngineError> {
         let mut st = Stages::default();
         let t = Instant::now();
-        let faces = self.detector.detect(img)?;
+        let faces = match tracker {
+            Some(tr) => {
+                let (faces, step) = tr.detect(self.detector.as_ref(), img, t)?;
+                if matches!(step, Step::Tracked(_)) {
+                    st.tracked = 1;
+                }
+                faces
+            }
+            None => self.detector.detect(img)?,
+        };
         st.detect_ms = ms(t);
         let usable = faces
             .iter()
@@ -211,7 +244,20 @@ impl Engine {
         let t = Instant::now();
         let skin_share = crate::face::presence::skin_share(&crop, &self.align);
         st.presence_ms = ms(t);
+        // A tracked face the classifier called clearly masked on an earlier
+        // frame of its track (since the last whole-frame search) is taken
+        // as still masked: its whole-face embedding would only feed the
+        // classifier, so one embedding (the periocular crop) instead of two.
+        let known_masked = match (tracker, &self.presence, self.periocular) {
+            (Some(tr), Some(c), Some(_)) => {
+                let at_least =
+                    KNOWN_MASKED.max(presence.classifier_threshold.unwrap_or(c.threshold));
+                tr.mask_probability(face).filter(|p| *p >= at_least)
+            }
+            _ => None,
+        };
         let (whole, masked, mask_probability) = match &self.presence {
+            Some(_) if known_masked.is_some() => (None, true, known_masked),
             Some(c) => {
                 let t = Instant::now();
                 let e = self.embedder.embed(&crop)?.into_vec();
@@ -220,6 +266,9 @@ impl Engine {
                 let t = Instant::now();
                 let (p, masked) = c.decide(&e, presence.classifier_threshold);
                 st.presence_ms += ms(t);
+                if let Some(tr) = tracker {
+                    tr.note_mask_probability(face, p);
+                }
                 (Some(e), masked, Some(p))
             }
             None => (None, skin_share < presence.skin_threshold, None),
@@ -390,124 +439,6 @@ pub fn templates_for(
     Ok(out)
 }
 
-/// Outcome of fusing frames.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Fused {
-    /// Enough frames passed: mean score of the passing frames.
-    Accept { score: f32, passed: u32, seen: u32 },
-    /// Too many frames failed for `min` to be reachable within `max`.
-    Reject { best: f32, seen: u32 },
-}
-
-/// k-of-n frame fusion.
-#[derive(Debug, Clone)]
-pub struct Fusion {
-    min: u32,
-    max: u32,
-    passed: Vec<f32>,
-    seen: u32,
-    best: Option<f32>,
-}
-
-impl Fusion {
-    pub fn new(min: u32, max: u32) -> Fusion {
-        Fusion {
-            min: min.max(1),
-            max: max.max(min.max(1)),
-            passed: Vec::new(),
-            seen: 0,
-            best: None,
-        }
-    }
-
-    /// Add one face frame's score against its threshold; `Some` when decided.
-    pub fn push(&mut self, score: f32, threshold: f32) -> Option<Fused> {
-        self.seen += 1;
-        self.best = Some(self.best.map_or(score, |b| b.max(score)));
-        if score >= threshold {
-            self.passed.push(score);
-        }
-        let passed = self.passed.len() as u32;
-        if passed >= self.min {
-            return Some(Fused::Accept {
-                score: self.passed.iter().sum::<f32>() / passed as f32,
-                passed,
-                seen: self.seen,
-            });
-        }
-        if passed + (self.max - self.seen.min(self.max)) < self.min {
-            return Some(Fused::Reject {
-                best: self.best.unwrap_or(score),
-                seen: self.seen,
-            });
-        }
-        None
-    }
-
-    /// Frames that passed so far.
-    pub fn passed(&self) -> u32 {
-        self.passed.len() as u32
-    }
-
-    pub fn seen(&self) -> u32 {
-        self.seen
-    }
-
-    pub fn best(&self) -> Option<f32> {
-        self.best
-    }
-}
-
-/// Per-user failure back-off: `free` failures, then a delay of
-/// `base · 2^(n-free-1)` (capped at `max`) after each further failure.
-#[derive(Debug)]
-pub struct Lockout {
-    pub free: u32,
-    pub base: Duration,
-    pub max: Duration,
-    state: HashMap<String, (u32, Instant)>,
-}
-
-impl Lockout {
-    pub fn new(free: u32, base: Duration, max: Duration) -> Lockout {
-        Lockout {
-            free,
-            base,
-            max,
-            state: HashMap::new(),
-        }
-    }
-
-    /// `Err(remaining)` while `user` is locked out at `now`.
-    pub fn check(&self, user: &str, now: Instant) -> Result<(), Duration> {
-        match self.state.get(user) {
-            Some(&(n, until)) if n > self.free && until > now => Err(until - now),
-            _ => Ok(()),
-        }
-    }
-
-    /// Record a failure; returns the delay now imposed (zero while free).
-    pub fn failure(&mut self, user: &str, now: Instant) -> Duration {
-        if self.state.len() > 10_000 {
-            self.state.retain(|_, (_, until)| *until > now);
-        }
-        let e = self.state.entry(user.to_string()).or_insert((0, now));
-        e.0 = e.0.saturating_add(1);
-        let delay = if e.0 > self.free {
-            let k = (e.0 - self.free - 1).min(20);
-            self.base.saturating_mul(1u32 << k).min(self.max)
-        } else {
-            Duration::ZERO
-        };
-        e.1 = now + delay;
-        delay
-    }
-
-    pub fn success(&mut self, user: &str) {
-        self.state.remove(user);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,45 +467,6 @@ mod tests {
         assert_eq!(pick(&faces, 640, 480, 40), Some(&centre));
         assert_eq!(pick(&[small], 640, 480, 40), None);
         assert!(yaw(&centre) < 0.01);
-    }
-
-    #[test]
-    fn fusion_k_of_n() {
-        let mut f = Fusion::new(2, 4);
-        assert_eq!(f.push(0.9, 0.5), None);
-        assert_eq!(f.push(0.1, 0.5), None);
-        match f.push(0.7, 0.5) {
-            Some(Fused::Accept {
-                score,
-                passed: 2,
-                seen: 3,
-            }) => assert!((score - 0.8).abs() < 1e-6, "mean of passing scores {score}"),
-            other => panic!("expected accept 2 of 3, got {other:?}"),
-        }
-        let mut f = Fusion::new(2, 3);
-        assert_eq!(f.push(0.1, 0.5), None);
-        assert_eq!(f.push(0.3, 0.5), Some(Fused::Reject { best: 0.3, seen: 2 }));
-    }
-
-    #[test]
-    fn lockout_grows_and_resets() {
-        let t0 = Instant::now();
-        let s = Duration::from_secs(1);
-        let mut l = Lockout::new(3, s, Duration::from_secs(5));
-        for _ in 0..3 {
-            assert_eq!(l.failure("ann", t0), Duration::ZERO);
-            assert!(l.check("ann", t0).is_ok());
-        }
-        assert_eq!(l.failure("ann", t0), s);
-        assert_eq!(l.check("ann", t0), Err(s));
-        assert!(l.check("bob", t0).is_ok());
-        assert!(l.check("ann", t0 + s).is_ok());
-        assert_eq!(l.failure("ann", t0 + s), 2 * s);
-        assert_eq!(l.failure("ann", t0 + s), 4 * s);
-        assert_eq!(l.failure("ann", t0 + s), 5 * s, "capped");
-        l.success("ann");
-        assert!(l.check("ann", t0 + s).is_ok());
-        assert_eq!(l.failure("ann", t0), Duration::ZERO);
     }
 
     fn manifest_thresholds(
@@ -828,6 +720,60 @@ mod tests {
         let (f, st) = run(&e, &blue, params);
         assert!(f.masked && f.periocular && f.skin_share < 0.35);
         assert_eq!((st.embeddings, f.embedding), (1, grey));
+    }
+
+    #[test]
+    fn a_tracked_face_known_masked_is_embedded_once() {
+        use crate::face::track::{TrackOptions, Tracker};
+        let (skin, blue) = skin_and_blue();
+        let params = crate::face::presence::Params::default();
+        let grey = WHOLE_NET
+            .embed(&RgbImage::from_pixel(112, 112, image::Rgb([128; 3])))
+            .unwrap()
+            .into_vec();
+        let e = test_engine(Some(classifier(false)), true);
+        let tr = Tracker::new(TrackOptions {
+            every: 3,
+            ..TrackOptions::default()
+        });
+        let run = |img: &RgbImage, p: crate::face::presence::Params| {
+            let a = e.analyze_frame(img, Some(&tr), 0, p).unwrap();
+            (a.face.unwrap(), a.stages)
+        };
+        // First frame (a search): the classifier runs on the whole face.
+        let (f, st) = run(&blue, params);
+        assert!(f.masked && f.periocular && f.mask_probability.unwrap() >= 0.9);
+        assert_eq!((st.embeddings, st.tracked), (2, 0));
+        // Tracked frames of the same face: masked is known, one embedding.
+        let (f, st) = run(&blue, params);
+        assert!(f.masked && f.periocular, "{f:?}");
+        assert_eq!((st.embeddings, st.tracked), (1, 1));
+        assert_eq!(f.embedding, grey);
+        // Mask off within the track: still compared by its periocular crop
+        // (until the next search).
+        let (f, st) = run(&skin, params);
+        assert!(f.masked && f.periocular);
+        assert_eq!((st.embeddings, st.tracked), (1, 1));
+        // The scheduled search runs the classifier again: bare.
+        let (f, st) = run(&skin, params);
+        assert!(!f.masked && !f.periocular);
+        assert_eq!((st.embeddings, st.tracked), (1, 0));
+        // A configured threshold above the noted probability: the classifier
+        // runs on every frame.
+        let strict = crate::face::presence::Params {
+            classifier_threshold: Some(0.999_999),
+            ..params
+        };
+        for _ in 0..2 {
+            let (f, st) = run(&blue, strict);
+            assert!(!f.masked);
+            assert_eq!(st.embeddings, 1);
+        }
+        // Without a tracker nothing is known: two embeddings every time.
+        for _ in 0..2 {
+            let a = e.analyze(&blue, 0, params).unwrap();
+            assert_eq!(a.stages.embeddings, 2);
+        }
     }
 
     #[test]

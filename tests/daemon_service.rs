@@ -59,6 +59,17 @@ synthetic_masks = []
 /// A daemon's shared state from a config of `extra` sections over the common
 /// part: unused socket, state in `dir`, `models`, a 2-fps replay of `cam`.
 fn open_with(dir: &Path, models: &Path, cam: &Path, extra: &str) -> Arc<Shared> {
+    open_with_models(dir, models, cam, "", extra)
+}
+
+/// [`open_with`] with `models_extra` lines in `[models]`.
+fn open_with_models(
+    dir: &Path,
+    models: &Path,
+    cam: &Path,
+    models_extra: &str,
+    extra: &str,
+) -> Arc<Shared> {
     let cfg = format!(
         r#"
 [daemon]
@@ -66,6 +77,7 @@ socket = "{sock}"
 state_dir = "{state}"
 [models]
 dir = "{models}"
+{models_extra}
 [camera]
 kind = "replay"
 replay = ["{cam}"]
@@ -279,4 +291,50 @@ identify_masked = [0.25, 0.35, 0.45]
     // Back to one.
     service::remove(&sh, "B").unwrap();
     assert_eq!(ident(&sh).0, Some(0.5));
+}
+
+/// Camera frames are tracked between whole-frame searches when
+/// `[models] track_every` asks (the default), never otherwise, and the
+/// decision is the same either way.
+#[test]
+fn camera_frames_are_tracked_between_searches() {
+    for (models_extra, tracked) in [("", 2), ("track_every = 0", 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let cam = dir.path().join("cam");
+        std::fs::create_dir(&cam).unwrap();
+        show(&cam, &photo("face_recognition/obama3.jpg"));
+        let sh = open_with_models(
+            dir.path(),
+            &common::models_dir(),
+            &cam,
+            models_extra,
+            &format!(
+                "[thresholds]\nunmasked = {UNMASKED}\nmasked = 0.55\n\
+                 [decision]\nmin_frames = 3\nmax_frames = 3\n[enroll]\nsynthetic_masks = []\n"
+            ),
+        );
+        daemon::start_cameras(&sh).unwrap();
+        let r = service::enroll(
+            &sh,
+            "A",
+            None,
+            EnrollSource::Images {
+                images: vec![
+                    inline("face_recognition/obama.jpg"),
+                    inline("face_recognition/obama2.jpg"),
+                ],
+            },
+        )
+        .unwrap();
+        assert_eq!(r.unmasked, 2, "{r:?}");
+        // Three frames at 2 fps: the first searched whole, the next two
+        // followed in the face's region.
+        match service::verify(&sh, "A", 10_000).unwrap() {
+            Decision::Unlock { frames, stages, .. } => {
+                assert_eq!(frames, 3);
+                assert_eq!(stages.tracked, tracked, "{models_extra:?}: {stages:?}");
+            }
+            d => panic!("{models_extra:?}: {d:?}"),
+        }
+    }
 }

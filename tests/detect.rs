@@ -176,6 +176,57 @@ fn tight_crops_are_padded_and_keep_good_landmarks() {
     }
 }
 
+/// A face filling a 640x480 camera frame (someone too close) is found by the
+/// padded retry at the daemon's reduced size as well as at full size.
+#[test]
+fn a_face_filling_a_camera_frame_is_found_at_the_cameras_retry_size() {
+    let reference = common::reference();
+    let full = detector(DetectorOptions {
+        pad_max_side: None,
+        ..Default::default()
+    });
+    let camera = detector(DetectorOptions {
+        pad_max_side: Some(facegate::face::detect::CAMERA_PAD_MAX_SIDE),
+        ..Default::default()
+    });
+    for rel in ["face_recognition/obama.jpg", "face_recognition/biden.jpg"] {
+        let p = reference.photos.iter().find(|p| p.photo == rel).unwrap();
+        let img = photo(&p.photo);
+        let b = p.faces[0].bbox;
+        // A 4:3 region one face width wide around the face's centre, scaled
+        // to 640x480: the face is cut on every side.
+        let (cx, cy) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
+        let cw = b[2] - b[0];
+        let ch = cw * 0.75;
+        let (x0, y0) = (cx - cw / 2.0, cy - ch / 2.0);
+        let crop =
+            image::imageops::crop_imm(&img, x0 as u32, y0 as u32, cw as u32, ch as u32).to_image();
+        let frame = image::imageops::resize(&crop, 640, 480, image::imageops::FilterType::Triangle);
+        let k = 640.0 / cw as u32 as f32;
+        let want: [[f32; 2]; 5] = p.faces[0]
+            .landmarks
+            .map(|q| [(q[0] - x0 as u32 as f32) * k, (q[1] - y0 as u32 as f32) * k]);
+        let face_w = (b[2] - b[0]) * k;
+        let err = |faces: &[Face]| {
+            faces
+                .iter()
+                .map(|f| landmark_error(f, &want))
+                .fold(f32::INFINITY, f32::min)
+        };
+        let (e_full, e_cam) = (
+            err(&full.detect(&frame).unwrap()),
+            err(&camera.detect(&frame).unwrap()),
+        );
+        eprintln!(
+            "{rel}: face {face_w:.0} px filling 640x480: landmark error {:.1} % of its width with the retry at full size, {:.1} % at {} px",
+            100.0 * e_full / face_w,
+            100.0 * e_cam / face_w,
+            facegate::face::detect::CAMERA_PAD_MAX_SIDE
+        );
+        assert!(e_cam < 0.07 * face_w, "{rel}: {e_cam:.1} px");
+    }
+}
+
 #[test]
 fn degenerate_images_are_errors_not_panics() {
     let det = detector(DetectorOptions::default());

@@ -1,4 +1,5 @@
-//! `facegate bench embed|scan|detect|mask` (and the hidden embed worker): each prints a table.
+//! `facegate bench embed|scan|detect|mask` (`daemon` and `track` have their
+//! own files; and the hidden embed worker): each prints a table.
 
 use crate::bench;
 use crate::bundle::{self, Bundle, Kind};
@@ -39,6 +40,11 @@ pub(crate) enum BenchCmd {
     /// from two other photos over the socket, then times `verify` requests
     /// with the person masked and unmasked, and `identify`.
     Daemon(BenchDaemonArgs),
+    /// Detection by tracking against searching every whole frame, on
+    /// sequences built from registry photos (moving, approaching, leaving and
+    /// entering, two faces, camera shake, far, masked): recall, landmark
+    /// agreement, truth recall and ms per frame of both.
+    Track(super::bench_track::BenchTrackArgs),
     /// (internal) measure one tract configuration and print a JSON line.
     #[command(hide = true)]
     EmbedWorker(WorkerArgs),
@@ -497,6 +503,7 @@ pub(crate) fn bench_detect(models: &Path, a: BenchDetectArgs) -> Result<ExitCode
                 threads: t.max(1),
                 max_side: None,
                 pad: 0.0,
+                pad_max_side: None,
                 score_threshold: None,
             };
             let det = TractDetector::from_bundle(&b, &opts)?;

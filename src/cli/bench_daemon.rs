@@ -41,6 +41,13 @@ pub(crate) struct BenchDaemonArgs {
     /// The daemon's [models] detect_max_side (0 = never downscale).
     #[arg(long, default_value_t = 1280)]
     detect_max_side: u32,
+    /// The daemon's [models] track_every (0 = search every frame whole).
+    #[arg(long, default_value_t = 10)]
+    track_every: u32,
+    /// Pause between decisions, ms: longer than the tracker's 300 ms makes
+    /// every decision start with a whole-frame search (a login after idle).
+    #[arg(long, default_value_t = 0)]
+    pause_ms: u64,
 }
 
 /// A facegated child for `bench daemon`, killed when dropped.
@@ -129,7 +136,7 @@ pub(crate) fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode
         let state = work.join(format!("state-{w}x{h}"));
         let cfg = format!(
             "[daemon]\nsocket = {sock:?}\nstate_dir = {state:?}\n[models]\ndir = {models:?}\n\
-             threads = {threads}\ndetect_max_side = {max_side}\n[camera]\nkind = \"replay\"\nreplay = [{cam:?}]\nfps = {fps}\nwidth = {w}\nheight = {h}\n\
+             threads = {threads}\ndetect_max_side = {max_side}\ntrack_every = {track}\n[camera]\nkind = \"replay\"\nreplay = [{cam:?}]\nfps = {fps}\nwidth = {w}\nheight = {h}\n\
              [decision]\nmin_frames = {f}\nmax_frames = {f}\n\
              [thresholds]\nunmasked = 0.5\nmasked = 0.5\n[lockout]\nfree_failures = 1000\n",
             sock = sock.display().to_string(),
@@ -140,6 +147,7 @@ pub(crate) fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode
             f = a.frames.max(1),
             threads = a.threads,
             max_side = a.detect_max_side,
+            track = a.track_every,
         );
         std::fs::write(work.join("config.toml"), cfg)?;
         let t0 = Instant::now();
@@ -217,6 +225,9 @@ pub(crate) fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode
             let mut frames = 0u32;
             let mut unlocks = 0usize;
             for _ in 0..a.runs.max(1) {
+                if a.pause_ms > 0 {
+                    std::thread::sleep(Duration::from_millis(a.pause_ms));
+                }
                 let req = if label.starts_with("identify") {
                     Request::Identify { timeout_ms: 5_000 }
                 } else {
@@ -256,6 +267,7 @@ pub(crate) fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode
                 format!("{unlocks}/{}", total.len()),
                 per(st.capture_ms),
                 per(st.detect_ms),
+                format!("{}/{}", st.tracked, frames),
                 per(st.align_ms),
                 per(st.presence_ms),
                 per(st.embed_ms),
@@ -292,8 +304,8 @@ pub(crate) fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode
     }
     println!(
         "daemon benchmark: facegated on a replay camera ({} fps), {} decisions per row, {} frame(s) fused per decision, \
-         [models] threads = {}, detect_max_side = {}; stage columns are ms per frame (mean), as the daemon reports them",
-        a.fps, a.runs, a.frames, a.threads, a.detect_max_side
+         [models] threads = {}, detect_max_side = {}, track_every = {}; {} ms between decisions; stage columns are ms per frame (mean), as the daemon reports them",
+        a.fps, a.runs, a.frames, a.threads, a.detect_max_side, a.track_every, a.pause_ms
     );
     print!(
         "{}",
@@ -304,6 +316,7 @@ pub(crate) fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode
                 "unlocked",
                 "capture wait",
                 "detect",
+                "tracked frames",
                 "align",
                 "presence",
                 "embed",

@@ -147,6 +147,7 @@ pub(crate) fn load_detector(models: &Path, o: &DetectOpts) -> Result<TractDetect
         threads: o.detect_threads.max(1),
         max_side: (o.max_side > 0).then_some(o.max_side),
         pad: o.pad.max(0.0),
+        pad_max_side: None,
         score_threshold: None,
     };
     Ok(TractDetector::from_bundle(&b, &opts)?)

@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod bench_daemon;
+pub mod bench_track;
 pub mod daemon;
 pub mod eval;
 pub mod face;
@@ -121,6 +122,7 @@ pub fn main() -> ExitCode {
         Cmd::Bench(BenchCmd::Detect(a)) => bench::bench_detect(&models, a),
         Cmd::Bench(BenchCmd::Mask(a)) => bench::bench_mask(&models, a),
         Cmd::Bench(BenchCmd::Daemon(a)) => bench_daemon::bench_daemon(&models, a),
+        Cmd::Bench(BenchCmd::Track(a)) => bench_track::bench_track(&models, a),
         Cmd::Eval(EvalCmd::Lfw(a)) => eval::eval_lfw(&models, a),
         Cmd::Eval(EvalCmd::M2fred(a)) => eval::eval_m2fred(&models, a),
         Cmd::Daemon(c) => daemon::run(c),

@@ -23,6 +23,7 @@ use crate::daemon::config::Config;
 use crate::engine::{Engine, PeriocularMode};
 use crate::face::detect::{DetectorOptions, TractDetector};
 use crate::face::embed::{Embedder, EmbedderOptions, TractEmbedder};
+use crate::face::track::{TrackOptions, Tracker};
 use crate::gallery::{Condition, Gallery, ModelId, OpenMode, Store, StoreOptions, User};
 
 use super::DaemonError;
@@ -40,18 +41,23 @@ pub struct Active {
     /// What this was built from (bundle manifests and engine options): a
     /// reload that finds the same builds nothing.
     pub fingerprint: String,
+    /// Follows the camera's faces between whole-frame searches (None:
+    /// `[models] track_every` 0 or 1). Fresh with every build, so a model
+    /// switch starts with a search.
+    pub tracker: Option<Tracker>,
 }
 
 /// What distinguishes one build of the models from another.
 fn fingerprint(cfg: &Config, det: &Bundle, emb: &Bundle) -> String {
     format!(
-        "{}|{}|{}|{}|{}|{}",
+        "{}|{}|{}|{}|{}|{}|{}",
         det.dir.display(),
         bundle::sha256_hex(det.manifest_bytes()),
         emb.dir.display(),
         bundle::sha256_hex(emb.manifest_bytes()),
         cfg.models.threads,
-        cfg.models.detect_max_side
+        cfg.models.detect_max_side,
+        cfg.models.track_every
     )
 }
 
@@ -76,6 +82,7 @@ pub fn build(
         &DetectorOptions {
             threads: cfg.models.threads,
             max_side: (cfg.models.detect_max_side > 0).then_some(cfg.models.detect_max_side),
+            pad_max_side: Some(crate::face::detect::CAMERA_PAD_MAX_SIDE),
             ..Default::default()
         },
     )
@@ -134,6 +141,17 @@ pub fn build(
         detector_name: det_b.name().to_string(),
         embedder_id: id,
         fingerprint: fp,
+        tracker: (cfg.models.track_every > 1).then(|| {
+            // A slow camera's frames are far apart: a track lives for three
+            // of them (a lost face is searched for on the same frame anyway).
+            let frame = std::time::Duration::from_secs_f64(1.0 / cfg.camera.fps.max(1) as f64);
+            let d = TrackOptions::default();
+            Tracker::new(TrackOptions {
+                every: cfg.models.track_every,
+                max_age: d.max_age.max(3 * frame),
+                ..d
+            })
+        }),
     }))
 }
 

@@ -76,6 +76,12 @@ pub struct Models {
     /// at the cost of small faces: masked faces ~100 px wide in the frame are
     /// then missed ~10 % of the time (docs/ACCURACY.md).
     pub detect_max_side: u32,
+    /// Detection by tracking (docs/PERFORMANCE.md, "Tracking"): between
+    /// whole-frame searches, faces are looked for in small regions around
+    /// where they were; the whole frame is searched at least every this many
+    /// frames, and at once when a face is lost. 0 or 1: every frame is
+    /// searched whole. Camera frames only (enrolment photos never).
+    pub track_every: u32,
     /// Let tract use Intel AMX int8 kernels (x86_64 CPUs with AMX only;
     /// ignored elsewhere). Off: the daemon crashed inside tract's AMX kernel
     /// (issue 12, docs/AMX.md). Applied once at start, before any model is
@@ -357,6 +363,7 @@ impl Default for Models {
             detector: crate::bundle::DEFAULT_DETECTOR.into(),
             threads: 1,
             detect_max_side: 1280,
+            track_every: 10,
             amx: false,
             trusted_keys: Vec::new(),
             allow_unsigned: None,
@@ -541,6 +548,12 @@ impl Config {
             return bad(format!(
                 "models.detect_max_side {m} is not 0 (never downscale) or in {}..=8192",
                 crate::face::detect::MIN_SIDE
+            ));
+        }
+        if self.models.track_every > 10_000 {
+            return bad(format!(
+                "models.track_every {} is not in 0..=10000 (0: no tracking)",
+                self.models.track_every
             ));
         }
         self.models.trust_policy()?;
@@ -767,6 +780,15 @@ synthetic_masks = ["surgical"]
         assert!(msg("[camera]\nkind = \"replay\"").contains("camera.replay"));
         assert!(msg("[camera]\nformat = \"h264\"").contains("camera.format"));
         assert!(msg("[models]\ndetect_max_side = 8").contains("models.detect_max_side"));
+        assert!(msg("[models]\ntrack_every = 20000").contains("models.track_every"));
+        assert_eq!(parse("").unwrap().models.track_every, 10);
+        assert_eq!(
+            parse("[models]\ntrack_every = 0")
+                .unwrap()
+                .models
+                .track_every,
+            0
+        );
         assert!(msg("[camera.ir]\nformat = \"h264\"").contains("camera.ir.format"));
         assert!(msg("[camera.ir]\nkind = \"replay\"").contains("camera.ir.replay"));
         assert!(msg("[camera.ir]\ndevice = \"/dev/video0\"").contains("main camera"));

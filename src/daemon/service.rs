@@ -203,16 +203,18 @@ pub(crate) fn params(sh: &Shared) -> (u32, crate::face::presence::Params) {
     )
 }
 
-/// One frame through the models, on the inference thread.
+/// One camera frame through the models, on the inference thread (faces
+/// tracked from the camera's last frames when `[models] track_every` asks).
 pub(crate) fn analyze(
     sh: &Shared,
     img: &image::RgbImage,
 ) -> Result<crate::engine::Analysis, crate::engine::EngineError> {
     let (min_face_px, presence) = params(sh);
     let act = sh.active();
-    let mut a = sh
-        .inference
-        .run(|| act.engine.analyze(img, min_face_px, presence))?;
+    let mut a = sh.inference.run(|| {
+        act.engine
+            .analyze_frame(img, act.tracker.as_ref(), min_face_px, presence)
+    })?;
     a.embedder_sha.clone_from(&act.embedder_id.sha256);
     Ok(a)
 }

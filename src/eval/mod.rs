@@ -10,7 +10,8 @@
 //! calibrates identification for the gallery's size and checks it; [`seed`]
 //! reproduces the seed report's 1-NN protocol; [`m2fred`] measures real
 //! masks (`facegate eval m2fred`); [`presence`] compares the mask presence
-//! rules and simulates the mixed rule as deployed.
+//! rules and simulates the mixed rule as deployed; [`track`] measures
+//! detection by tracking against the whole-frame detector.
 
 pub mod cache;
 pub mod calibrate;
@@ -24,6 +25,7 @@ pub mod presence;
 pub mod report;
 pub mod seed;
 pub mod stats;
+pub mod track;
 
 use std::path::PathBuf;
 

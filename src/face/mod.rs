@@ -2,6 +2,7 @@
 //! faces and their five landmarks, [`align`] warps a face to the embedder's
 //! template ([`pipeline`] chains the two), [`presence`] tells whether the
 //! face wears a mask, [`embed`] turns aligned crops into embeddings.
+//! [`track`] follows a camera's faces between whole-frame detections.
 //! Around them: [`mask`] paints synthetic masks (tests, enrolment,
 //! evaluation), [`imageio`] reads images with clear errors, [`draw`]
 //! annotates.
@@ -15,6 +16,7 @@ pub mod mask;
 pub mod periocular;
 pub mod pipeline;
 pub mod presence;
+pub mod track;
 
 /// A tract executor on its own pool of `threads` named `facegate-<tag>-N`
 /// threads (inference stack, fatal-signal handling), or None for one thread.

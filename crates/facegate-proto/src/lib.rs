@@ -151,6 +151,11 @@ pub struct Stages {
     /// compared as a periocular crop; 0 from daemons that predate it).
     #[serde(default)]
     pub embeddings: u32,
+    /// Frames whose detection followed tracked faces in small regions
+    /// instead of searching the whole frame (issue 17 §1; 0 from daemons
+    /// that predate tracking or run without it).
+    #[serde(default)]
+    pub tracked: u32,
 }
 
 impl Stages {
@@ -162,6 +167,7 @@ impl Stages {
         self.embed_ms += o.embed_ms;
         self.scan_ms += o.scan_ms;
         self.embeddings += o.embeddings;
+        self.tracked += o.tracked;
     }
 }
 
