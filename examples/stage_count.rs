@@ -6,7 +6,7 @@
 //! (docs/PERFORMANCE.md, "What a board would do").
 //!
 //! ```text
-//! stage_count MODELS STAGE K [--photo P] [--frame 640x480] [--gallery N]
+//! stage_count MODELS STAGE K [--photo P] [--frame 640x480] [--gallery N] [--plain (no graph rewrites)]
 //!   [--embedder NAME] [--max-side N (the daemon's detect_max_side; default 1280)]
 //!   STAGE: detect | track (one tracked region) | align | presence | embed | scan | none
 //! ```
@@ -44,7 +44,7 @@ fn frame_from(photo: &RgbImage, w: u32, h: u32) -> RgbImage {
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [models, stage, k, ..] = args.as_slice() else {
-        bail!("usage: stage_count MODELS STAGE K [--photo P] [--frame WxH] [--gallery N] [--embedder NAME]");
+        bail!("usage: stage_count MODELS STAGE K [--photo P] [--frame WxH] [--gallery N] [--embedder NAME] [--plain]");
     };
     let models = PathBuf::from(models);
     let k: usize = k.parse().context("K")?;
@@ -82,6 +82,8 @@ fn main() -> Result<()> {
         &EmbedderOptions {
             max_batch: 1,
             threads: 1,
+            // --plain: without facegate's graph rewrites (tract's own ops).
+            rewrites: !args.iter().any(|a| a == "--plain"),
             ..EmbedderOptions::default()
         },
     )?;

@@ -188,6 +188,51 @@ fn int8_bundles_stay_close_to_fp32() {
     }
 }
 
+/// facegate's graph rewrites (`face::prelu`) fire on MobileFaceNet's PReLU
+/// patterns where they pay (x86_64), not elsewhere, and change no bit of
+/// any embedding, on every bundle under test.
+#[test]
+fn graph_rewrites_change_no_bit() {
+    let reference = common::reference();
+    let models = common::models_dir();
+    for name in bundles_under_test(&reference) {
+        let bundle = Bundle::open_named(&models, &name).unwrap();
+        let load = |rewrites: bool| {
+            TractEmbedder::from_bundle(
+                &bundle,
+                &EmbedderOptions {
+                    max_batch: 1,
+                    rewrites,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        };
+        let (with, without) = (load(true), load(false));
+        eprintln!("{name}: {} PReLU patterns rewritten", with.rewritten());
+        assert_eq!(without.rewritten(), 0);
+        if name == "mobilefacenet-fp32" {
+            // 33 PReLUs, every one in the graph's five-operator spelling —
+            // rewritten on x86_64 only (`face::prelu::PAYS_HERE`: on
+            // aarch64 tract's own operators take fewer instructions).
+            let want = if facegate::face::prelu::PAYS_HERE {
+                33
+            } else {
+                0
+            };
+            assert_eq!(with.rewritten(), want, "{name}");
+        }
+        for (file, crop, _) in crops_under_test(&reference, &name) {
+            let a = with.embed(&crop).unwrap().into_vec();
+            let b = without.embed(&crop).unwrap().into_vec();
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{name} {file}: rewritten graph differs"
+            );
+        }
+    }
+}
+
 #[test]
 fn batch_and_single_runs_agree() {
     let reference = common::reference();

@@ -4,7 +4,7 @@
 use crate::bench;
 use crate::bundle::{self, Bundle, Kind};
 use crate::face::detect::{largest, Detector, DetectorOptions, TractDetector};
-use crate::face::embed::{Embedder, Precision};
+use crate::face::embed::{Embedder, EmbedderOptions, Precision, TractEmbedder};
 use crate::face::imageio;
 use crate::face::mask::{self, MaskStyle};
 use anyhow::{bail, Context, Result};
@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use super::bench_daemon::BenchDaemonArgs;
-use super::face::load_embedder;
 
 #[derive(Subcommand)]
 pub(crate) enum BenchCmd {
@@ -64,6 +63,9 @@ pub(crate) struct BenchEmbedArgs {
     /// Also measure fp32 bundles with f16 arithmetic in tract.
     #[arg(long)]
     f16: bool,
+    /// Also measure tract without facegate's graph rewrites (face::prelu).
+    #[arg(long)]
+    plain_tract: bool,
     /// Timed faces per configuration (at least one run of each batch).
     #[arg(long, default_value_t = 24)]
     faces: usize,
@@ -148,6 +150,9 @@ pub(crate) struct WorkerArgs {
     profile: bool,
     #[arg(long, default_value = "f32")]
     precision: Precision,
+    /// Without facegate's graph rewrites (tract's own operators only).
+    #[arg(long)]
+    plain: bool,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -189,7 +194,15 @@ pub(crate) fn bench_crops(models: &Path, size: u32, n: usize) -> Result<Vec<imag
 
 pub(crate) fn bench_worker(models: &Path, a: WorkerArgs) -> Result<ExitCode> {
     let t0 = std::time::Instant::now();
-    let e = load_embedder(models, &a.bundle, a.threads, a.batch, a.precision)?;
+    let e = TractEmbedder::from_bundle(
+        &Bundle::open_named(models, &a.bundle)?,
+        &EmbedderOptions {
+            max_batch: a.batch.max(1),
+            threads: a.threads.max(1),
+            precision: a.precision,
+            rewrites: !a.plain,
+        },
+    )?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let rss_mib = bench::rss_kib().unwrap_or(0) as f64 / 1024.0;
     let crops = bench_crops(models, e.crop_size(), a.batch)?;
@@ -213,9 +226,10 @@ pub(crate) fn bench_worker(models: &Path, a: WorkerArgs) -> Result<ExitCode> {
         profile.sort_by(|x, y| y.1.total_cmp(&x.1));
     }
     let m = Measurement {
-        bundle: match a.precision {
-            Precision::F32 => a.bundle,
-            Precision::F16 => format!("{} (f16)", a.bundle),
+        bundle: match (a.precision, a.plain) {
+            (Precision::F32, false) => a.bundle,
+            (Precision::F32, true) => format!("{} (tract's ops only)", a.bundle),
+            (Precision::F16, _) => format!("{} (f16)", a.bundle),
         },
         engine: "tract".into(),
         threads: a.threads,
@@ -275,20 +289,24 @@ pub(crate) fn bench_embed(models: &Path, a: BenchEmbedArgs) -> Result<ExitCode> 
             for &n in &a.batch {
                 let is_fp32 = Bundle::open_named(models, b)
                     .is_ok_and(|x| x.manifest.model.precision == "fp32");
-                let precisions: &[&str] = if a.f16 && is_fp32 {
-                    &["f32", "f16"]
-                } else {
-                    &["f32"]
-                };
-                for p in precisions {
-                    let m = run_json(
-                        Command::new(&exe)
-                            .arg("--models")
-                            .arg(models)
-                            .args(["bench", "embed-worker", "--bundle", b, "--precision", p])
-                            .args(["--threads", &t.to_string(), "--batch", &n.to_string()])
-                            .args(["--faces", &a.faces.to_string()]),
-                    )?;
+                let mut variants: Vec<(&str, bool)> = vec![("f32", false)];
+                if a.plain_tract {
+                    variants.push(("f32", true));
+                }
+                if a.f16 && is_fp32 {
+                    variants.push(("f16", false));
+                }
+                for (p, plain) in variants {
+                    let mut cmd = Command::new(&exe);
+                    cmd.arg("--models")
+                        .arg(models)
+                        .args(["bench", "embed-worker", "--bundle", b, "--precision", p])
+                        .args(["--threads", &t.to_string(), "--batch", &n.to_string()])
+                        .args(["--faces", &a.faces.to_string()]);
+                    if plain {
+                        cmd.arg("--plain");
+                    }
+                    let m = run_json(&mut cmd)?;
                     eprintln!(
                         "  {} tract t={t} b={n}: {:.2} ms/face",
                         m.bundle, m.ms_per_face

@@ -137,6 +137,7 @@ pub(crate) fn load_embedder(
         max_batch: batch.max(1),
         threads: threads.max(1),
         precision,
+        rewrites: true,
     };
     Ok(TractEmbedder::from_bundle(&b, &opts)?)
 }

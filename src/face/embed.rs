@@ -123,6 +123,10 @@ pub struct EmbedderOptions {
     pub threads: usize,
     /// Float precision of the computation.
     pub precision: Precision,
+    /// Apply facegate's graph rewrites before tract optimises an f32 graph
+    /// (`face::prelu`: exact; applied only where it pays,
+    /// `face::prelu::PAYS_HERE`). Off only to measure tract alone.
+    pub rewrites: bool,
 }
 
 impl Default for EmbedderOptions {
@@ -131,6 +135,7 @@ impl Default for EmbedderOptions {
             max_batch: 8,
             threads: 1,
             precision: Precision::F32,
+            rewrites: true,
         }
     }
 }
@@ -151,6 +156,8 @@ pub struct TractEmbedder {
     plans: Vec<(usize, Plan)>,
     precision: Precision,
     load_time: std::time::Duration,
+    /// Operators replaced by facegate's graph rewrites in the batch-1 plan.
+    rewritten: usize,
 }
 
 impl std::fmt::Debug for TractEmbedder {
@@ -289,6 +296,7 @@ impl TractEmbedder {
         }
         let s = size as usize;
         let mut plans = Vec::new();
+        let mut rewritten = 0;
         for b in batches {
             let shape = match m.input.layout {
                 Layout::Nhwc => [b, s, s, 3],
@@ -300,6 +308,14 @@ impl TractEmbedder {
                 .and_then(|m| m.into_typed())
                 .and_then(|m| m.into_decluttered())
                 .map_err(load)?;
+            if opts.precision == Precision::F32 && opts.rewrites && super::prelu::PAYS_HERE {
+                let (fused, n) = super::prelu::fuse(typed).map_err(load)?;
+                if n > 0 {
+                    log::debug!("{name}: {n} PReLU patterns run as one pass each");
+                }
+                rewritten = n;
+                typed = fused;
+            }
             if opts.precision == Precision::F16 {
                 let t = tract_core::transform::get_transform("f32_to_f16")
                     .map_err(load)?
@@ -344,7 +360,14 @@ impl TractEmbedder {
             plans,
             precision: opts.precision,
             load_time,
+            rewritten,
         })
+    }
+
+    /// How many operator patterns facegate's graph rewrites replaced
+    /// (`face::prelu`; 0 with `rewrites` off or nothing to rewrite).
+    pub fn rewritten(&self) -> usize {
+        self.rewritten
     }
 
     /// sha256 of the model this embedder runs (the gallery's model identity).

@@ -15,6 +15,7 @@ pub mod imageio;
 pub mod mask;
 pub mod periocular;
 pub mod pipeline;
+pub mod prelu;
 pub mod presence;
 pub mod track;
 

@@ -1,0 +1,340 @@
+//! PReLU in one pass (issue 17 §2): a graph rewrite applied to embedder
+//! graphs before tract optimises them.
+//!
+//! MobileFaceNet's TFLite graph (and so its ONNX conversion) spells each of
+//! its 33 PReLU activations as five element-wise operators,
+//! `Relu(x) + (x − |x|) · c` with a per-channel constant `c` (= α / 2). tract
+//! runs them as three passes over the activation (`OptBinChain(Max+Add)`,
+//! `Abs`, `OptBinChain(Sub+Mul)`): 29 % of the model's time in the profile
+//! (`facegate bench embed --profile`). [`fuse`] finds that pattern on the
+//! decluttered graph and replaces it with [`ChannelPRelu`], one in-place pass
+//! (`x < 0 ? α·x : x`). The result is bit-identical: for x ≥ 0 both give x,
+//! for x < 0 both give 2c·x (doubling is exact in floating point).
+//!
+//! Only f32 graphs are rewritten (the f16 path keeps tract's operators), and
+//! only where it measured faster: [`PAYS_HERE`]. On x86_64 (AMD EPYC,
+//! AVX-512) MobileFaceNet went from ~19 to ~16 ms; on aarch64 the rewritten
+//! graph counted 159.7 M instructions per embedding against 109.1 M for
+//! tract's own operators (qemu, cortex-a72; docs/PERFORMANCE.md), so there
+//! tract's operators stay.
+
+/// Whether [`fuse`] is applied on this architecture (see the module doc).
+pub const PAYS_HERE: bool = cfg!(target_arch = "x86_64");
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
+
+/// `y = x < 0 ? α[c]·x : x`, with `c` the index along `axis`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelPRelu {
+    pub alpha: Vec<f32>,
+    pub axis: usize,
+}
+
+impl Eq for ChannelPRelu {}
+
+impl Op for ChannelPRelu {
+    fn name(&self) -> StaticName {
+        "FacegateChannelPRelu".into()
+    }
+    op_as_typed_op!();
+}
+
+impl EvalOp for ChannelPRelu {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        ensure!(
+            input.datum_type() == f32::datum_type(),
+            "ChannelPRelu needs f32, got {:?}",
+            input.datum_type()
+        );
+        let shape: TVec<usize> = input.shape().into();
+        ensure!(
+            self.axis < shape.len(),
+            "ChannelPRelu axis {} of {shape:?}",
+            self.axis
+        );
+        ensure!(
+            shape[self.axis] == self.alpha.len(),
+            "ChannelPRelu: {} slopes for shape {shape:?}",
+            self.alpha.len()
+        );
+        let inner: usize = shape[self.axis + 1..].iter().product();
+        let mut t = input.into_tensor();
+        {
+            let mut ram = t.try_as_plain_ram_mut()?;
+            let data = ram.as_slice_mut::<f32>()?;
+            if inner > 0 {
+                for (k, chunk) in data.chunks_mut(inner).enumerate() {
+                    apply(chunk, self.alpha[k % self.alpha.len()]);
+                }
+            }
+        }
+        Ok(tvec!(t.into_tvalue()))
+    }
+}
+
+/// The loop the compiler vectorises (a compare and a blend per lane).
+fn apply(xs: &mut [f32], a: f32) {
+    for v in xs.iter_mut() {
+        let s = *v * a;
+        *v = if *v < 0.0 { s } else { *v };
+    }
+}
+
+impl TypedOp for ChannelPRelu {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 1, "ChannelPRelu has one input");
+        Ok(tvec!(inputs[0].datum_type.fact(inputs[0].shape.clone())))
+    }
+    as_op!();
+}
+
+fn bin_name(node: &TypedNode) -> Option<String> {
+    node.op_as::<TypedBinOp>().map(|b| b.0.name().to_string())
+}
+
+fn konst(model: &TypedModel, o: OutletId) -> Option<Arc<Tensor>> {
+    model.outlet_fact(o).ok()?.konst.clone()
+}
+
+/// The only consumer of `o`, if it has exactly one.
+fn single_successor(model: &TypedModel, o: OutletId) -> Option<usize> {
+    let succ = &model.node(o.node).outputs.get(o.slot)?.successors;
+    (succ.len() == 1).then(|| succ[0].node)
+}
+
+/// `c` as per-channel slopes along one axis of an activation of `shape`:
+/// (axis, values), if `c` is a scalar or varies along one axis only.
+fn per_channel(c: &Tensor, shape: &[usize]) -> Option<(usize, Vec<f32>)> {
+    let c = c.cast_to::<f32>().ok()?;
+    let vals: Vec<f32> = c.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.to_vec();
+    let rank = shape.len();
+    let cs = c.shape();
+    if cs.len() > rank {
+        return None;
+    }
+    // Right-aligned broadcasting: the axis of the activation where c is not 1.
+    let offset = rank - cs.len();
+    let varying: Vec<usize> = (0..cs.len()).filter(|&i| cs[i] != 1).collect();
+    match varying.as_slice() {
+        [] if rank >= 2 => Some((1, vec![*vals.first()?; shape[1]])),
+        [i] if cs[*i] == shape[offset + i] => Some((offset + i, vals)),
+        _ => None,
+    }
+}
+
+/// Replace every `Relu(x) + (x − |x|)·c` in `model` by one [`ChannelPRelu`]
+/// (α = 2c). Returns the rewritten model and how many were replaced.
+pub fn fuse(mut model: TypedModel) -> TractResult<(TypedModel, usize)> {
+    let mut count = 0;
+    let order = model.eval_order()?;
+    for abs_id in order {
+        let node = model.node(abs_id);
+        let is_abs = node
+            .op_as::<ElementWiseOp>()
+            .is_some_and(|e| e.0.name() == "Abs");
+        if !is_abs || node.inputs.len() != 1 {
+            continue;
+        }
+        let x = node.inputs[0];
+        let fact = model.outlet_fact(x)?;
+        if fact.datum_type != f32::datum_type() {
+            continue;
+        }
+        let Some(shape) = fact.shape.as_concrete().map(|s| s.to_vec()) else {
+            continue;
+        };
+        // x − |x|
+        let Some(sub) = single_successor(&model, OutletId::new(abs_id, 0)) else {
+            continue;
+        };
+        let sub_n = model.node(sub);
+        if bin_name(sub_n).as_deref() != Some("Sub")
+            || sub_n.inputs != [x, OutletId::new(abs_id, 0)]
+        {
+            continue;
+        }
+        // (x − |x|)·c
+        let Some(mul) = single_successor(&model, OutletId::new(sub, 0)) else {
+            continue;
+        };
+        let mul_n = model.node(mul);
+        if bin_name(mul_n).as_deref() != Some("Mul") || mul_n.inputs.len() != 2 {
+            continue;
+        }
+        let other = if mul_n.inputs[0] == OutletId::new(sub, 0) {
+            mul_n.inputs[1]
+        } else {
+            mul_n.inputs[0]
+        };
+        let Some(c) = konst(&model, other) else {
+            continue;
+        };
+        let Some((axis, half)) = per_channel(&c, &shape) else {
+            continue;
+        };
+        // Relu(x) + …: the add's other input is max(x, 0).
+        let Some(add) = single_successor(&model, OutletId::new(mul, 0)) else {
+            continue;
+        };
+        let add_n = model.node(add);
+        if bin_name(add_n).as_deref() != Some("Add") || add_n.inputs.len() != 2 {
+            continue;
+        }
+        let relu_out = if add_n.inputs[1] == OutletId::new(mul, 0) {
+            add_n.inputs[0]
+        } else {
+            add_n.inputs[1]
+        };
+        let relu_n = model.node(relu_out.node);
+        let is_relu = bin_name(relu_n).as_deref() == Some("Max")
+            && relu_n.inputs.len() == 2
+            && relu_n.inputs.contains(&x)
+            && relu_n.inputs.iter().filter(|i| **i != x).all(|i| {
+                konst(&model, *i).is_some_and(|k| {
+                    k.cast_to::<f32>()
+                        .ok()
+                        .and_then(|k| {
+                            k.try_as_plain_ram().ok().and_then(|r| {
+                                r.as_slice::<f32>()
+                                    .ok()
+                                    .map(|s| s.iter().all(|v| *v == 0.0))
+                            })
+                        })
+                        .unwrap_or(false)
+                })
+            });
+        if !is_relu || relu_n.outputs[0].successors.len() != 1 {
+            continue;
+        }
+        let alpha: Vec<f32> = half.iter().map(|h| 2.0 * h).collect();
+        let name = format!("{}.prelu", add_n.name);
+        let mut patch = TypedModelPatch::default();
+        let tap = patch.tap_model(&model, x)?;
+        let y = patch.wire_node(name, ChannelPRelu { alpha, axis }, &[tap])?;
+        patch.shunt_outside(&model, OutletId::new(add, 0), y[0])?;
+        patch.apply(&mut model)?;
+        count += 1;
+    }
+    let model = model.into_decluttered()?;
+    Ok((model, count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::tract_core::ops::math;
+
+    /// `Relu(x) + (x − |x|)·c` on a [1, 3, 2, 2] input, as tract types it.
+    fn pattern(c: [f32; 3]) -> TypedModel {
+        let mut m = TypedModel::default();
+        let x = m.add_source("x", f32::fact([1, 3, 2, 2])).unwrap();
+        let c = m
+            .add_const("c", tensor1(&c).into_shape(&[1, 3, 1, 1]).unwrap())
+            .unwrap();
+        let zero = m
+            .add_const("zero", tensor0(0f32).into_shape(&[1, 1, 1, 1]).unwrap())
+            .unwrap();
+        let relu = m.wire_node("relu", math::max(), &[x, zero]).unwrap()[0];
+        let abs = m.wire_node("abs", math::abs(), &[x]).unwrap()[0];
+        let sub = m.wire_node("sub", math::sub(), &[x, abs]).unwrap()[0];
+        let mul = m.wire_node("mul", math::mul(), &[sub, c]).unwrap()[0];
+        let add = m.wire_node("add", math::add(), &[relu, mul]).unwrap()[0];
+        m.select_output_outlets(&[add]).unwrap();
+        m
+    }
+
+    fn run(m: TypedModel, x: &Tensor) -> Vec<f32> {
+        let out = m
+            .into_runnable()
+            .unwrap()
+            .run(tvec!(x.clone().into_tvalue()))
+            .unwrap();
+        out[0]
+            .to_plain_array_view::<f32>()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    #[test]
+    fn the_pattern_becomes_one_exact_op() {
+        let c = [0.125, 0.3, -0.05];
+        let x = tensor1(&[
+            1.5f32, -2.0, 0.0, -0.0, -1.0, 3.0, -7.25, 0.5, -3.3, 2.2, -0.1, 9.0,
+        ])
+        .into_shape(&[1, 3, 2, 2])
+        .unwrap();
+        let want = run(pattern(c), &x);
+        let (fused, n) = fuse(pattern(c)).unwrap();
+        assert_eq!(n, 1);
+        let ops: Vec<String> = fused
+            .nodes()
+            .iter()
+            .map(|n| n.op.name().to_string())
+            .collect();
+        assert!(ops.iter().any(|o| o == "FacegateChannelPRelu"), "{ops:?}");
+        assert!(!ops.iter().any(|o| o == "Abs"), "{ops:?}");
+        let got = run(fused, &x);
+        // Bit for bit, channel by channel: α = 2c applied to the negatives.
+        assert_eq!(
+            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{got:?} vs {want:?}"
+        );
+        assert_eq!(got[1], -2.0 * 0.25);
+        assert_eq!(got[4], -0.6);
+    }
+
+    #[test]
+    fn lookalikes_are_left_alone() {
+        // Relu replaced by max(x, 1): not a PReLU.
+        let mut m = TypedModel::default();
+        let x = m.add_source("x", f32::fact([1, 3, 2, 2])).unwrap();
+        let c = m
+            .add_const(
+                "c",
+                tensor1(&[0.1f32, 0.2, 0.3])
+                    .into_shape(&[1, 3, 1, 1])
+                    .unwrap(),
+            )
+            .unwrap();
+        let one = m
+            .add_const("one", tensor0(1f32).into_shape(&[1, 1, 1, 1]).unwrap())
+            .unwrap();
+        let relu = m.wire_node("relu", math::max(), &[x, one]).unwrap()[0];
+        let abs = m.wire_node("abs", math::abs(), &[x]).unwrap()[0];
+        let sub = m.wire_node("sub", math::sub(), &[x, abs]).unwrap()[0];
+        let mul = m.wire_node("mul", math::mul(), &[sub, c]).unwrap()[0];
+        let add = m.wire_node("add", math::add(), &[relu, mul]).unwrap()[0];
+        m.select_output_outlets(&[add]).unwrap();
+        assert_eq!(fuse(m).unwrap().1, 0);
+        // (|x| − x)·c: the sign is the other way round.
+        let mut m = TypedModel::default();
+        let x = m.add_source("x", f32::fact([1, 3, 2, 2])).unwrap();
+        let c = m
+            .add_const(
+                "c",
+                tensor1(&[0.1f32, 0.2, 0.3])
+                    .into_shape(&[1, 3, 1, 1])
+                    .unwrap(),
+            )
+            .unwrap();
+        let zero = m
+            .add_const("zero", tensor0(0f32).into_shape(&[1, 1, 1, 1]).unwrap())
+            .unwrap();
+        let relu = m.wire_node("relu", math::max(), &[x, zero]).unwrap()[0];
+        let abs = m.wire_node("abs", math::abs(), &[x]).unwrap()[0];
+        let sub = m.wire_node("sub", math::sub(), &[abs, x]).unwrap()[0];
+        let mul = m.wire_node("mul", math::mul(), &[sub, c]).unwrap()[0];
+        let add = m.wire_node("add", math::add(), &[relu, mul]).unwrap()[0];
+        m.select_output_outlets(&[add]).unwrap();
+        assert_eq!(fuse(m).unwrap().1, 0);
+    }
+}
