@@ -230,23 +230,29 @@ mod tests {
     use super::*;
     use tract_onnx::tract_core::ops::math;
 
-    /// `Relu(x) + (x − |x|)·c` on a [1, 3, 2, 2] input, as tract types it.
-    fn pattern(c: [f32; 3]) -> TypedModel {
+    /// `max(x, floor) + (x − |x|)·c` (or `(|x| − x)·c` with `reversed`) on a
+    /// [1, 3, 2, 2] input, as tract types it; floor 0 is the PReLU pattern.
+    fn graph(c: [f32; 3], floor: f32, reversed: bool) -> TypedModel {
         let mut m = TypedModel::default();
         let x = m.add_source("x", f32::fact([1, 3, 2, 2])).unwrap();
         let c = m
             .add_const("c", tensor1(&c).into_shape(&[1, 3, 1, 1]).unwrap())
             .unwrap();
-        let zero = m
-            .add_const("zero", tensor0(0f32).into_shape(&[1, 1, 1, 1]).unwrap())
+        let floor = m
+            .add_const("floor", tensor0(floor).into_shape(&[1, 1, 1, 1]).unwrap())
             .unwrap();
-        let relu = m.wire_node("relu", math::max(), &[x, zero]).unwrap()[0];
+        let relu = m.wire_node("relu", math::max(), &[x, floor]).unwrap()[0];
         let abs = m.wire_node("abs", math::abs(), &[x]).unwrap()[0];
-        let sub = m.wire_node("sub", math::sub(), &[x, abs]).unwrap()[0];
+        let ends = if reversed { [abs, x] } else { [x, abs] };
+        let sub = m.wire_node("sub", math::sub(), &ends).unwrap()[0];
         let mul = m.wire_node("mul", math::mul(), &[sub, c]).unwrap()[0];
         let add = m.wire_node("add", math::add(), &[relu, mul]).unwrap()[0];
         m.select_output_outlets(&[add]).unwrap();
         m
+    }
+
+    fn pattern(c: [f32; 3]) -> TypedModel {
+        graph(c, 0.0, false)
     }
 
     fn run(m: TypedModel, x: &Tensor) -> Vec<f32> {
@@ -295,46 +301,9 @@ mod tests {
     #[test]
     fn lookalikes_are_left_alone() {
         // Relu replaced by max(x, 1): not a PReLU.
-        let mut m = TypedModel::default();
-        let x = m.add_source("x", f32::fact([1, 3, 2, 2])).unwrap();
-        let c = m
-            .add_const(
-                "c",
-                tensor1(&[0.1f32, 0.2, 0.3])
-                    .into_shape(&[1, 3, 1, 1])
-                    .unwrap(),
-            )
-            .unwrap();
-        let one = m
-            .add_const("one", tensor0(1f32).into_shape(&[1, 1, 1, 1]).unwrap())
-            .unwrap();
-        let relu = m.wire_node("relu", math::max(), &[x, one]).unwrap()[0];
-        let abs = m.wire_node("abs", math::abs(), &[x]).unwrap()[0];
-        let sub = m.wire_node("sub", math::sub(), &[x, abs]).unwrap()[0];
-        let mul = m.wire_node("mul", math::mul(), &[sub, c]).unwrap()[0];
-        let add = m.wire_node("add", math::add(), &[relu, mul]).unwrap()[0];
-        m.select_output_outlets(&[add]).unwrap();
-        assert_eq!(fuse(m).unwrap().1, 0);
+        assert_eq!(fuse(graph([0.1, 0.2, 0.3], 1.0, false)).unwrap().1, 0);
         // (|x| − x)·c: the sign is the other way round.
-        let mut m = TypedModel::default();
-        let x = m.add_source("x", f32::fact([1, 3, 2, 2])).unwrap();
-        let c = m
-            .add_const(
-                "c",
-                tensor1(&[0.1f32, 0.2, 0.3])
-                    .into_shape(&[1, 3, 1, 1])
-                    .unwrap(),
-            )
-            .unwrap();
-        let zero = m
-            .add_const("zero", tensor0(0f32).into_shape(&[1, 1, 1, 1]).unwrap())
-            .unwrap();
-        let relu = m.wire_node("relu", math::max(), &[x, zero]).unwrap()[0];
-        let abs = m.wire_node("abs", math::abs(), &[x]).unwrap()[0];
-        let sub = m.wire_node("sub", math::sub(), &[abs, x]).unwrap()[0];
-        let mul = m.wire_node("mul", math::mul(), &[sub, c]).unwrap()[0];
-        let add = m.wire_node("add", math::add(), &[relu, mul]).unwrap()[0];
-        m.select_output_outlets(&[add]).unwrap();
+        let m = graph([0.1, 0.2, 0.3], 0.0, true);
         assert_eq!(fuse(m).unwrap().1, 0);
     }
 }
