@@ -285,23 +285,30 @@ def build(work: Path, dl: Path) -> None:
                                 len(calib112), versions, thresholds)
 
     # Reference embeddings by onnxruntime, for the Rust parity tests: each
-    # embedder on the crops of its own size.
+    # embedder on the crops of its own size, computed exactly as the ONNX
+    # operators define them (reference.py: onnxruntime's fused int8 kernels
+    # saturate on x86 without VNNI); the fused result is reported beside.
     from PIL import Image
+    from . import reference
     crop_entries, agreement = [], {}
     for size, names in crop_sets(records).items():
         crops = normalise(np.stack([np.asarray(Image.open(ref / "crops" / n).convert("RGB")) for n in names]))
-        embeddings = {}
+        embeddings, fused = {}, {}
         for d in sorted(bundles.iterdir()):
             doc = tomllib.loads((d / "manifest.toml").read_text())
             if doc["kind"] != "embedder" or doc["align"]["size"] != size:
                 continue
-            s = ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"])
-            embeddings[d.name] = s.run(None, {doc["input"]["name"]: crops})[0]
+            feed = {doc["input"]["name"]: crops}
+            embeddings[d.name] = reference.session(d / "model.onnx", doc["model"]["precision"]).run(None, feed)[0]
+            fused[d.name] = reference.fused_session(d / "model.onnx").run(None, feed)[0]
         for name, e in embeddings.items():
             fp32 = embeddings[fp32_counterpart(name)]
-            cos = (e * fp32).sum(1)
-            agreement[name] = {"mean_cos_vs_fp32": float(cos.mean()), "min_cos_vs_fp32": float(cos.min())}
-            print(f"[reference] {name}: onnxruntime cosine to fp32 mean {cos.mean():.5f} min {cos.min():.5f}",
+            cos, cos_fused = (e * fp32).sum(1), (fused[name] * fp32).sum(1)
+            agreement[name] = {"mean_cos_vs_fp32": float(cos.mean()), "min_cos_vs_fp32": float(cos.min()),
+                               "fused_mean_cos_vs_fp32": float(cos_fused.mean()),
+                               "fused_min_cos_vs_fp32": float(cos_fused.min())}
+            print(f"[reference] {name}: onnxruntime cosine to fp32 mean {cos.mean():.5f} min {cos.min():.5f} "
+                  f"(fused kernels on this CPU: mean {cos_fused.mean():.5f} min {cos_fused.min():.5f})",
                   flush=True)
         crop_entries += [{"file": n, "size": size,
                           "embeddings": {k: [float(x) for x in v[i]] for k, v in embeddings.items()}}
@@ -311,7 +318,9 @@ def build(work: Path, dl: Path) -> None:
     (ref / "reference.json").write_text(json.dumps({
         "schema": 1,
         "note": "landmarks from RetinaFace via onnxruntime (models/facegate_models/retina.py); embeddings from "
-                "onnxruntime on the aligned crops; each crop has the embeddings of the bundles of its size",
+                "onnxruntime on the aligned crops, int8 models run as their operators define them "
+                "(models/facegate_models/reference.py); each crop has the embeddings of the bundles of its size; "
+                "onnxruntime_agreement's fused_* columns are onnxruntime's own int8 kernels on the build machine",
         "versions": versions,
         "photos": records,
         "crops": crop_entries,

@@ -135,8 +135,8 @@ def compare(a: np.ndarray, b: np.ndarray) -> dict:
 def tflite_agreement(tgz: Path, bundles: Path, crops_dir: Path, names: list[str], work: Path) -> dict:
     """The converted fp32 ONNX (onnxruntime) against the TFLite interpreter on
     the reference 112 crops; raises when they disagree; int8 variants are
-    checked against fp32 (onnxruntime) with a looser floor."""
-    import onnxruntime as ort
+    checked against fp32 (onnxruntime, exact int8: reference.py) with a
+    looser floor."""
     from PIL import Image
     from . import convert
     from .build import normalise
@@ -145,8 +145,7 @@ def tflite_agreement(tgz: Path, bundles: Path, crops_dir: Path, names: list[str]
     out = {}
     fp32 = None
     for d in sorted(bundles.glob("mobilefacenet-*")):
-        s = ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"])
-        e = s.run(None, {convert.MFN_INPUT: x})[0]
+        e = bundles_run(d, x)
         if d.name == "mobilefacenet-fp32":
             fp32 = e
             norms = np.linalg.norm(e, axis=1)
@@ -165,10 +164,12 @@ def tflite_agreement(tgz: Path, bundles: Path, crops_dir: Path, names: list[str]
 
 
 def bundles_run(d: Path, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-    from . import convert
-    s = ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"])
-    return s.run(None, {convert.MFN_INPUT: x})[0]
+    """The bundle in `d` on `x`, by onnxruntime, exactly as its operators
+    define it on every CPU (reference.py)."""
+    import tomllib
+    from . import convert, reference
+    precision = tomllib.loads((d / "manifest.toml").read_text())["model"]["precision"]
+    return reference.session(d / "model.onnx", precision).run(None, {convert.MFN_INPUT: x})[0]
 
 
 def check(agreement: dict) -> None:
