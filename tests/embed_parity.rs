@@ -212,15 +212,9 @@ fn graph_rewrites_change_no_bit() {
         eprintln!("{name}: {} PReLU patterns rewritten", with.rewritten());
         assert_eq!(without.rewritten(), 0);
         if name == "mobilefacenet-fp32" {
-            // 33 PReLUs, every one in the graph's five-operator spelling —
-            // rewritten on x86_64 only (`face::prelu::PAYS_HERE`: on
-            // aarch64 tract's own operators take fewer instructions).
-            let want = if facegate::face::prelu::PAYS_HERE {
-                33
-            } else {
-                0
-            };
-            assert_eq!(with.rewritten(), want, "{name}");
+            // 33 PReLUs, every one in the graph's five-operator spelling,
+            // on every architecture.
+            assert_eq!(with.rewritten(), 33, "{name}");
         }
         for (file, crop, _) in crops_under_test(&reference, &name) {
             let a = with.embed(&crop).unwrap().into_vec();

@@ -11,15 +11,13 @@
 //! (`x < 0 ? α·x : x`). The result is bit-identical: for x ≥ 0 both give x,
 //! for x < 0 both give 2c·x (doubling is exact in floating point).
 //!
-//! Only f32 graphs are rewritten (the f16 path keeps tract's operators), and
-//! only where it measured faster: [`PAYS_HERE`]. On x86_64 (AMD EPYC,
-//! AVX-512) MobileFaceNet went from ~19 to ~16 ms; on aarch64 the rewritten
-//! graph counted 159.7 M instructions per embedding against 109.1 M for
-//! tract's own operators (qemu, cortex-a72; docs/PERFORMANCE.md), so there
-//! tract's operators stay.
-
-/// Whether [`fuse`] is applied on this architecture (see the module doc).
-pub const PAYS_HERE: bool = cfg!(target_arch = "x86_64");
+//! Only f32 graphs are rewritten (the f16 path keeps tract's operators).
+//! Measured (docs/PERFORMANCE.md, "MobileFaceNet's PReLU in one pass"): on
+//! x86_64 MobileFaceNet ~19 → ~16 ms (AMD Zen 4); on aarch64 (qemu instruction
+//! counts, cortex-a72 and -a76) 109.1 M → 101.4 M instructions per embedding.
+//! The first version indexed the slope with a modulo per value (a division
+//! each on aarch64) and counted 159.7 M there, so it was kept to x86_64 until
+//! the loop below replaced it.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -64,13 +62,14 @@ impl EvalOp for ChannelPRelu {
             self.alpha.len()
         );
         let inner: usize = shape[self.axis + 1..].iter().product();
+        let block = inner * self.alpha.len();
         let mut t = input.into_tensor();
         {
             let mut ram = t.try_as_plain_ram_mut()?;
             let data = ram.as_slice_mut::<f32>()?;
-            if inner > 0 {
-                for (k, chunk) in data.chunks_mut(inner).enumerate() {
-                    apply(chunk, self.alpha[k % self.alpha.len()]);
+            if block > 0 {
+                for outer in data.chunks_mut(block) {
+                    apply_block(outer, &self.alpha, inner);
                 }
             }
         }
@@ -78,11 +77,33 @@ impl EvalOp for ChannelPRelu {
     }
 }
 
-/// The loop the compiler vectorises (a compare and a blend per lane).
-fn apply(xs: &mut [f32], a: f32) {
-    for v in xs.iter_mut() {
-        let s = *v * a;
-        *v = if *v < 0.0 { s } else { *v };
+/// One block of `alpha.len() × inner` values (all channels of one outer
+/// index). Channel-last activations (`inner == 1`, MobileFaceNet's NHWC
+/// graph) take one slope per lane; channel-first ones one slope per run.
+/// Both are loops the compiler vectorises (a multiply, a compare and a blend
+/// per lane); the first version indexed the slope with a modulo per value,
+/// a division each on aarch64.
+fn apply_block(block: &mut [f32], alpha: &[f32], inner: usize) {
+    if inner == 1 {
+        for (v, &a) in block.iter_mut().zip(alpha) {
+            *v = prelu(*v, a);
+        }
+    } else {
+        for (run, &a) in block.chunks_mut(inner).zip(alpha) {
+            for v in run.iter_mut() {
+                *v = prelu(*v, a);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn prelu(v: f32, a: f32) -> f32 {
+    let s = v * a;
+    if v < 0.0 {
+        s
+    } else {
+        v
     }
 }
 
@@ -233,13 +254,27 @@ mod tests {
     /// `max(x, floor) + (x − |x|)·c` (or `(|x| − x)·c` with `reversed`) on a
     /// [1, 3, 2, 2] input, as tract types it; floor 0 is the PReLU pattern.
     fn graph(c: [f32; 3], floor: f32, reversed: bool) -> TypedModel {
+        graph_shaped(c, floor, reversed, &[1, 3, 2, 2], &[1, 3, 1, 1])
+    }
+
+    /// The same on an input of `shape`, with `c` shaped `c_shape`.
+    fn graph_shaped(
+        c: [f32; 3],
+        floor: f32,
+        reversed: bool,
+        shape: &[usize],
+        c_shape: &[usize],
+    ) -> TypedModel {
         let mut m = TypedModel::default();
-        let x = m.add_source("x", f32::fact([1, 3, 2, 2])).unwrap();
+        let x = m.add_source("x", f32::fact(shape)).unwrap();
         let c = m
-            .add_const("c", tensor1(&c).into_shape(&[1, 3, 1, 1]).unwrap())
+            .add_const("c", tensor1(&c).into_shape(c_shape).unwrap())
             .unwrap();
         let floor = m
-            .add_const("floor", tensor0(floor).into_shape(&[1, 1, 1, 1]).unwrap())
+            .add_const(
+                "floor",
+                tensor0(floor).into_shape(&vec![1; shape.len()]).unwrap(),
+            )
             .unwrap();
         let relu = m.wire_node("relu", math::max(), &[x, floor]).unwrap()[0];
         let abs = m.wire_node("abs", math::abs(), &[x]).unwrap()[0];
@@ -296,6 +331,45 @@ mod tests {
         );
         assert_eq!(got[1], -2.0 * 0.25);
         assert_eq!(got[4], -0.6);
+    }
+
+    #[test]
+    fn every_layout_and_batch_is_exact() {
+        // Channel-last (MobileFaceNet's NHWC graph: one slope per lane) and
+        // channel-first, with a batch of two so that the block loop runs
+        // more than once.
+        let c = [0.125, -0.3, 0.05];
+        for (shape, c_shape, axis) in [
+            (&[2, 2, 2, 3][..], &[1, 1, 1, 3][..], 3),
+            (&[2, 3, 2, 2], &[1, 3, 1, 1], 1),
+            (&[2, 3, 4], &[1, 3, 1], 1),
+            (&[1, 5, 3], &[1, 1, 3], 2),
+        ] {
+            let n: usize = shape.iter().product();
+            let vals: Vec<f32> = (0..n).map(|i| (i as f32 - 11.5) * 0.75).collect();
+            let x = tensor1(&vals).into_shape(shape).unwrap();
+            let want = run(graph_shaped(c, 0.0, false, shape, c_shape), &x);
+            let (fused, count) = fuse(graph_shaped(c, 0.0, false, shape, c_shape)).unwrap();
+            assert_eq!(count, 1, "{shape:?}");
+            let op = fused
+                .nodes()
+                .iter()
+                .find_map(|n| n.op_as::<ChannelPRelu>())
+                .unwrap();
+            assert_eq!(op.axis, axis, "{shape:?}");
+            let got = run(fused, &x);
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{shape:?}: {got:?} vs {want:?}"
+            );
+            // And against the definition, value by value.
+            let inner: usize = shape[axis + 1..].iter().product();
+            for (i, (&v, &g)) in vals.iter().zip(&got).enumerate() {
+                let a = 2.0 * c[(i / inner) % 3];
+                assert_eq!(g, if v < 0.0 { a * v } else { v }, "{shape:?} at {i}");
+            }
+        }
     }
 
     #[test]
