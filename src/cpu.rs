@@ -145,6 +145,36 @@ pub struct KernelReport {
     pub amx_in_use: bool,
 }
 
+impl KernelReport {
+    /// Whether tract's int8 products are known to be impractically slow
+    /// here (see [`int8_kernel_is_slow`]).
+    pub fn int8_slow(&self) -> bool {
+        int8_kernel_is_slow(&self.int8_kernel)
+    }
+}
+
+/// tract 0.23.9's int8 kernels for x86 without VNNI (`avx2_mmm_i32_*`,
+/// `avx_mmm_i32_*`): measured 30-120x slower than onnxruntime on an AMD
+/// Zen 3 (MobileFaceNet int8 564 ms, FaceNet int8 3.5 s per face, against
+/// 17 ms for MobileFaceNet fp32 on the same core: docs/PERFORMANCE.md). With
+/// VNNI, AMX or on aarch64 tract picks other kernels.
+pub fn int8_kernel_is_slow(kernel: &str) -> bool {
+    kernel.starts_with("avx2_mmm_i32") || kernel.starts_with("avx_mmm_i32")
+}
+
+/// A warning for loading a model of `precision` ("int8", "fp32", …) named
+/// `name` on this machine, if its int8 kernels are the slow ones.
+pub fn int8_warning(name: &str, precision: &str) -> Option<String> {
+    let report = kernel_report();
+    (precision == "int8" && report.int8_slow()).then(|| {
+        format!(
+            "{name} is int8, and tract's int8 kernel on this CPU ({}, no VNNI) is 30-120x slower \
+             than its fp32 path (docs/PERFORMANCE.md): choose an fp32 bundle here",
+            report.int8_kernel
+        )
+    })
+}
+
 impl std::fmt::Display for KernelReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -182,6 +212,34 @@ pub fn kernel_report() -> KernelReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_non_vnni_x86_int8_kernels_are_called_slow() {
+        for slow in ["avx2_mmm_i32_8x8", "avx_mmm_i32_8x4"] {
+            assert!(int8_kernel_is_slow(slow), "{slow}");
+        }
+        for fine in [
+            "avx512vnni_mmm_i32_8x8",
+            "avx512amx_mmm_i32_16x16",
+            "avxvnni_mmm_i32_8x8",
+            "arm64simd_mmm_i32_8x8",
+            "sve_mmm_i32_8x8",
+            "fma_mmm_f32_16x6",
+        ] {
+            assert!(!int8_kernel_is_slow(fine), "{fine}");
+        }
+    }
+
+    #[test]
+    fn fp32_models_get_no_int8_warning() {
+        // Whatever this machine's kernels: an fp32 model is never warned
+        // about, and an int8 one exactly when the report says slow.
+        assert_eq!(int8_warning("m", "fp32"), None);
+        assert_eq!(
+            int8_warning("m", "int8").is_some(),
+            kernel_report().int8_slow()
+        );
+    }
 
     #[test]
     fn x86_without_amx_takes_both_amx_families_out() {

@@ -82,6 +82,18 @@ fn amx_stays_out_of_tracts_choice_unless_asked() {
     );
     // Asked for: tract may pick its AMX int8 kernel (the knob is left as
     // the environment set it).
+    assert_eq!(field(&off, "int8 speed"), "usable", "{off}");
+    // Both sides of the int8 warning on any x86 host: without VNNI (and
+    // AVX-512) tract takes its AVX2 int8 kernel, which is called slow.
+    let avx2 = cpu(false, Some("-avx512f,-avx512vnni"));
+    assert!(
+        field(&avx2, "int8 kernel").starts_with("avx2_mmm_i32"),
+        "{avx2}"
+    );
+    assert!(
+        field(&avx2, "int8 speed").starts_with("slow here"),
+        "{avx2}"
+    );
     let on = cpu(true, Some(AMX_CPU));
     assert_eq!(field(&on, "amx"), "on", "{on}");
     assert_eq!(field(&on, "TRACT_CPU_ISA"), "(not edited)", "{on}");

@@ -99,6 +99,14 @@ pub(crate) fn cpu_report() -> Result<ExitCode> {
     println!("f32 kernel     {}", r.f32_kernel);
     println!("amx            {}", if r.amx_in_use { "on" } else { "off" });
     println!(
+        "int8 speed     {}",
+        if r.int8_slow() {
+            "slow here (x86 without VNNI: 30-120x; use fp32 bundles)"
+        } else {
+            "usable"
+        }
+    );
+    println!(
         "TRACT_CPU_ISA  {}",
         applied.isa_override.as_deref().unwrap_or("(not edited)")
     );

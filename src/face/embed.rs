@@ -185,6 +185,9 @@ impl TractEmbedder {
         opts: &EmbedderOptions,
     ) -> Result<TractEmbedder, EmbedError> {
         let m = &bundle.manifest;
+        if let Some(w) = crate::cpu::int8_warning(&m.name, &m.model.precision) {
+            log::warn!("{w}");
+        }
         TractEmbedder::from_model(
             bundle,
             bundle.model_bytes(),
