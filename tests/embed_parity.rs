@@ -189,8 +189,8 @@ fn int8_bundles_stay_close_to_fp32() {
 }
 
 /// facegate's graph rewrites (`face::prelu`) fire on MobileFaceNet's PReLU
-/// patterns where they pay (x86_64), not elsewhere, and change no bit of
-/// any embedding, on every bundle under test.
+/// patterns on every architecture and change no bit of any embedding, on
+/// every bundle under test.
 #[test]
 fn graph_rewrites_change_no_bit() {
     let reference = common::reference();

@@ -123,6 +123,15 @@ fn konst(model: &TypedModel, o: OutletId) -> Option<Arc<Tensor>> {
     model.outlet_fact(o).ok()?.konst.clone()
 }
 
+/// The input of a two-input `node` that is not `known`.
+fn other_input(node: &TypedNode, known: OutletId) -> Option<OutletId> {
+    match node.inputs.as_slice() {
+        [a, b] if *a == known => Some(*b),
+        [a, b] if *b == known => Some(*a),
+        _ => None,
+    }
+}
+
 /// The only consumer of `o`, if it has exactly one.
 fn single_successor(model: &TypedModel, o: OutletId) -> Option<usize> {
     let succ = &model.node(o.node).outputs.get(o.slot)?.successors;
@@ -185,15 +194,11 @@ pub fn fuse(mut model: TypedModel) -> TractResult<(TypedModel, usize)> {
             continue;
         };
         let mul_n = model.node(mul);
-        if bin_name(mul_n).as_deref() != Some("Mul") || mul_n.inputs.len() != 2 {
+        if bin_name(mul_n).as_deref() != Some("Mul") {
             continue;
         }
-        let other = if mul_n.inputs[0] == OutletId::new(sub, 0) {
-            mul_n.inputs[1]
-        } else {
-            mul_n.inputs[0]
-        };
-        let Some(c) = konst(&model, other) else {
+        let Some(c) = other_input(mul_n, OutletId::new(sub, 0)).and_then(|o| konst(&model, o))
+        else {
             continue;
         };
         let Some((axis, half)) = per_channel(&c, &shape) else {
@@ -204,13 +209,11 @@ pub fn fuse(mut model: TypedModel) -> TractResult<(TypedModel, usize)> {
             continue;
         };
         let add_n = model.node(add);
-        if bin_name(add_n).as_deref() != Some("Add") || add_n.inputs.len() != 2 {
+        if bin_name(add_n).as_deref() != Some("Add") {
             continue;
         }
-        let relu_out = if add_n.inputs[1] == OutletId::new(mul, 0) {
-            add_n.inputs[0]
-        } else {
-            add_n.inputs[1]
+        let Some(relu_out) = other_input(add_n, OutletId::new(mul, 0)) else {
+            continue;
         };
         let relu_n = model.node(relu_out.node);
         let is_relu = bin_name(relu_n).as_deref() == Some("Max")
