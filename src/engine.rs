@@ -73,6 +73,9 @@ pub struct Analysis {
     /// daemon; empty elsewhere): a frame analysed by the engine in use
     /// before a model switch is never compared with the new gallery.
     pub embedder_sha: String,
+    /// When the frame was captured (set by the daemon's analyzer; the
+    /// liveness check pairs it with an IR frame). None elsewhere.
+    pub captured: Option<Instant>,
 }
 
 /// Operating thresholds (cosine) per probe condition.
@@ -236,6 +239,7 @@ impl Engine {
                 face: None,
                 stages: st,
                 embedder_sha: String::new(),
+                captured: None,
             });
         };
         let t = Instant::now();
@@ -308,6 +312,7 @@ impl Engine {
             }),
             stages: st,
             embedder_sha: String::new(),
+            captured: None,
         })
     }
 

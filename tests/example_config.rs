@@ -42,6 +42,7 @@ fn the_example_config_states_the_defaults() {
     assert_eq!(c.door, d.door);
     assert_eq!(c.enroll, d.enroll);
     assert_eq!(c.lockout, d.lockout);
+    assert_eq!(c.liveness, d.liveness);
 }
 
 #[test]

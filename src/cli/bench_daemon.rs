@@ -48,6 +48,11 @@ pub(crate) struct BenchDaemonArgs {
     /// every decision start with a whole-frame search (a login after idle).
     #[arg(long, default_value_t = 0)]
     pause_ms: u64,
+    /// Add an IR replay camera showing a grey copy of each frame, and
+    /// require the IR liveness check for every decision ([liveness] pam
+    /// and door = "ir"): its cost shows in the liveness column.
+    #[arg(long)]
+    ir: bool,
 }
 
 /// A facegated child for `bench daemon`, killed when dropped.
@@ -99,6 +104,7 @@ pub(crate) fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode
     let work = std::env::temp_dir().join(format!("facegate-bench-daemon-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(work.join("cam"))?;
+    std::fs::create_dir_all(work.join("ir"))?;
     struct Cleanup(PathBuf);
     impl Drop for Cleanup {
         fn drop(&mut self) {
@@ -128,6 +134,13 @@ pub(crate) fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode
             let tmp = work.join("next.png.tmp");
             img.save_with_format(&tmp, image::ImageFormat::Png)?;
             std::fs::rename(&tmp, work.join("cam/frame.png"))?;
+            if a.ir {
+                // What an IR camera beside it would see of a live face: grey.
+                image::DynamicImage::ImageRgb8(img.clone())
+                    .to_luma8()
+                    .save_with_format(&tmp, image::ImageFormat::Png)?;
+                std::fs::rename(&tmp, work.join("ir/frame.png"))?;
+            }
             // Let the replay source move on to the new picture.
             std::thread::sleep(Duration::from_millis(300));
             Ok(())
@@ -138,7 +151,7 @@ pub(crate) fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode
             "[daemon]\nsocket = {sock:?}\nstate_dir = {state:?}\n[models]\ndir = {models:?}\n\
              threads = {threads}\ndetect_max_side = {max_side}\ntrack_every = {track}\n[camera]\nkind = \"replay\"\nreplay = [{cam:?}]\nfps = {fps}\nwidth = {w}\nheight = {h}\n\
              [decision]\nmin_frames = {f}\nmax_frames = {f}\n\
-             [thresholds]\nunmasked = 0.5\nmasked = 0.5\n[lockout]\nfree_failures = 1000\n",
+             [thresholds]\nunmasked = 0.5\nmasked = 0.5\n[lockout]\nfree_failures = 1000\n{ir}",
             sock = sock.display().to_string(),
             state = state.display().to_string(),
             models = models.display().to_string(),
@@ -148,6 +161,16 @@ pub(crate) fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode
             threads = a.threads,
             max_side = a.detect_max_side,
             track = a.track_every,
+            ir = if a.ir {
+                format!(
+                    "[camera.ir]\nkind = \"replay\"\nreplay = [{:?}]\nfps = {}\nwidth = {w}\nheight = {h}\n\
+                     [liveness]\npam = \"ir\"\ndoor = \"ir\"\n",
+                    work.join("ir").display().to_string(),
+                    a.fps
+                )
+            } else {
+                String::new()
+            },
         );
         std::fs::write(work.join("config.toml"), cfg)?;
         let t0 = Instant::now();
@@ -272,6 +295,7 @@ pub(crate) fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode
                 per(st.presence_ms),
                 per(st.embed_ms),
                 per(st.scan_ms),
+                format!("{:.1}", st.liveness_ms / unlocks.max(1) as f64),
                 format!(
                     "{:.1}",
                     (st.detect_ms + st.align_ms + st.presence_ms + st.embed_ms + st.scan_ms)
@@ -304,8 +328,9 @@ pub(crate) fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode
     }
     println!(
         "daemon benchmark: facegated on a replay camera ({} fps), {} decisions per row, {} frame(s) fused per decision, \
-         [models] threads = {}, detect_max_side = {}, track_every = {}; {} ms between decisions; stage columns are ms per frame (mean), as the daemon reports them",
-        a.fps, a.runs, a.frames, a.threads, a.detect_max_side, a.track_every, a.pause_ms
+         [models] threads = {}, detect_max_side = {}, track_every = {}; {} ms between decisions; IR liveness check {}; stage columns are ms per frame (mean), as the daemon reports them",
+        a.fps, a.runs, a.frames, a.threads, a.detect_max_side, a.track_every, a.pause_ms,
+        if a.ir { "on (grey replay IR camera)" } else { "off" }
     );
     print!(
         "{}",
@@ -321,6 +346,7 @@ pub(crate) fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode
                 "presence",
                 "embed",
                 "scan",
+                "liveness / decision",
                 "compute / frame",
                 "request → decision (median ms)",
             ],

@@ -9,7 +9,8 @@ use base64::Engine as _;
 use clap::{Args, Subcommand};
 
 use crate::protocol::{
-    default_socket_path, stages_line, Client, EnrollSource, InlineImage, Request, Response,
+    default_socket_path, liveness_line, stages_line, Client, EnrollSource, InlineImage, Request,
+    Response,
 };
 
 #[derive(Args, Clone, Debug)]
@@ -90,6 +91,19 @@ pub enum DaemonCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Measure where the IR camera sees what the colour camera sees, for
+    /// [liveness.ir] scale/offset: stand in front of both cameras, alone,
+    /// and move slowly across the view (and nearer/farther) while it runs.
+    /// Prints the lines to put in the config (docs/LIVENESS.md).
+    CalibrateIr {
+        /// Colour frames to look at.
+        #[arg(long, default_value_t = 40)]
+        frames: u32,
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Re-embed every user's kept enrolment crops with the daemon's current
     /// embedder ([enroll] keep_crops), after a model upgrade. Exit 0 when
     /// everybody was re-enrolled, 1 when some users must enrol again (named).
@@ -125,11 +139,13 @@ fn decision(r: &Response) -> (String, u8) {
             masked,
             ms,
             stages,
+            liveness,
         } => (
             format!(
-                "UNLOCK {user}: score {score:.3} over {frames} frames, probe {}, {ms:.0} ms\n  stages: {}",
+                "UNLOCK {user}: score {score:.3} over {frames} frames, probe {}, {ms:.0} ms\n  stages: {}\n  {}",
                 if *masked { "masked" } else { "unmasked" },
-                stages_line(stages)
+                stages_line(stages),
+                liveness_line(liveness)
             ),
             0,
         ),
@@ -139,11 +155,17 @@ fn decision(r: &Response) -> (String, u8) {
             frames,
             ms,
             retry_after_ms,
+            liveness,
         } => (
             format!(
-                "DENY ({reason:?}): best score {}, {frames} face frames, {ms:.0} ms{}",
+                "DENY ({reason:?}): best score {}, {frames} face frames, {ms:.0} ms{}{}",
                 best_score.map_or("-".into(), |s| format!("{s:.3}")),
-                retry_after_ms.map_or(String::new(), |r| format!(", retry after {r} ms"))
+                retry_after_ms.map_or(String::new(), |r| format!(", retry after {r} ms")),
+                if liveness.is_empty() {
+                    String::new()
+                } else {
+                    format!("\n  {}", liveness_line(liveness))
+                }
             ),
             1,
         ),
@@ -307,7 +329,7 @@ pub fn run(cmd: DaemonCmd) -> Result<ExitCode> {
             print(&conn, &r, || {
                 match &r {
                 Response::Status(s) => format!(
-                    "facegated {} (protocol {}), up {:.0} s\nsource: {} — {} ({} frames, {} reopens){}\ngallery: {} users, {} templates\nmodels: detector {}, embedder {}\nthresholds: unmasked {}, masked {}{}\nidentification: {}\nclients: {}, door subscribers: {}",
+                    "facegated {} (protocol {}), up {:.0} s\nsource: {} — {} ({} frames, {} reopens){}\ngallery: {} users, {} templates\nmodels: detector {}, embedder {}\nthresholds: unmasked {}, masked {}{}\nidentification: {}\nliveness: {}\nclients: {}, door subscribers: {}",
                     s.version, s.protocol, s.uptime_s, s.source, s.source_state, s.frames, s.source_reopens,
                     s.ir_camera.as_ref().map_or(String::new(), |ir| format!(
                         "\nIR camera: {} — {} ({} frames, {} reopens)",
@@ -324,6 +346,7 @@ pub fn run(cmd: DaemonCmd) -> Result<ExitCode> {
                         _ if s.identify_state.is_empty() => "not reported (a daemon before issue 15)".into(),
                         _ => format!("refused: {}", s.identify_state),
                     },
+                    if s.liveness.is_empty() { "not reported (a daemon before issue 15 §3)" } else { &s.liveness },
                     s.clients, s.subscribers
                 ) + &if s.must_reenrol.is_empty() {
                     String::new()
@@ -353,11 +376,12 @@ pub fn run(cmd: DaemonCmd) -> Result<ExitCode> {
                 };
                 print(&conn, &r, || {
                     format!(
-                        "{} arrived: score {:.3}, {} frames, {}",
+                        "{} arrived: score {:.3}, {} frames, {}; {}",
                         ev.user,
                         ev.score,
                         ev.frames,
-                        if ev.masked { "masked" } else { "unmasked" }
+                        if ev.masked { "masked" } else { "unmasked" },
+                        liveness_line(&ev.liveness)
                     )
                 })?;
                 if let Some(cmd) = &exec {
@@ -367,6 +391,16 @@ pub fn run(cmd: DaemonCmd) -> Result<ExitCode> {
                         .env("FACEGATE_USER", &ev.user)
                         .env("FACEGATE_SCORE", format!("{:.4}", ev.score))
                         .env("FACEGATE_MASKED", if ev.masked { "1" } else { "0" })
+                        // The liveness checks that passed, comma-separated ("" = none ran).
+                        .env(
+                            "FACEGATE_LIVENESS",
+                            ev.liveness
+                                .iter()
+                                .filter(|c| c.passed)
+                                .map(|c| c.check.as_str())
+                                .collect::<Vec<_>>()
+                                .join(","),
+                        )
                         .status();
                     match st {
                         Ok(s) if s.success() => {}
@@ -420,6 +454,38 @@ pub fn run(cmd: DaemonCmd) -> Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        DaemonCmd::CalibrateIr {
+            frames,
+            timeout_ms,
+            conn,
+        } => {
+            let r = expect_ok(
+                connect(&conn, timeout_ms + 5_000)?
+                    .call(&Request::CalibrateIr { frames, timeout_ms })?,
+            )?;
+            print(&conn, &r, || {
+                match &r {
+                Response::IrCalibration(c) => format!(
+                    "{} frames with one face in both cameras ({} landmarks); fit error {:.1} px rms, {:.1} px worst{}\n\n[liveness.ir]\nscale = [{:.4}, {:.4}]\noffset = [{:.1}, {:.1}]",
+                    c.frames,
+                    c.points,
+                    c.rms_px,
+                    c.max_px,
+                    if c.rms_px > 10.0 {
+                        "\nwarning: a large error (cameras far apart, or another face in view); calibrate again at the usual distance"
+                    } else {
+                        ""
+                    },
+                    c.scale[0],
+                    c.scale[1],
+                    c.offset[0],
+                    c.offset[1]
+                ),
+                other => format!("{other:?}"),
+            }
+            })?;
+            Ok(ExitCode::SUCCESS)
         }
         DaemonCmd::Import { file, merge, conn } => {
             let bytes =

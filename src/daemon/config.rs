@@ -12,6 +12,9 @@ use serde::Deserialize;
 use crate::bundle::sign::{PublicKey, TrustPolicy};
 use crate::source::{PixelFormat, V4l2Config};
 
+mod liveness;
+pub use liveness::{IrCheck, Liveness, Policy as LivenessPolicy};
+
 /// Default config file.
 pub const DEFAULT_PATH: &str = "/etc/facegate/config.toml";
 
@@ -142,10 +145,10 @@ pub struct Camera {
     /// Reopen back-off after the source fails: first and largest delay.
     pub reopen_min_ms: u64,
     pub reopen_max_ms: u64,
-    /// Optional second camera (`[camera.ir]`, same keys), typically an IR
-    /// camera for liveness checks: streamed, reopened and reported in
-    /// `status` like the main one, its latest frame kept for later liveness
-    /// work. Decisions do not use it yet.
+    /// Optional second camera (`[camera.ir]`, same keys), an IR camera for
+    /// the liveness check (`[liveness]`): streamed, reopened and reported in
+    /// `status` like the main one; its last frames are kept so that a
+    /// decision can use the one captured closest to its colour frame.
     pub ir: Option<Box<Camera>>,
 }
 
@@ -309,6 +312,8 @@ pub struct Config {
     pub door: Door,
     pub enroll: Enroll,
     pub lockout: Lockout,
+    /// Presentation-attack checks per service (issue 15 §3).
+    pub liveness: Liveness,
 }
 
 fn dev_machine() -> bool {
@@ -624,6 +629,7 @@ impl Config {
         if l.base_delay_ms > l.max_delay_ms {
             return bad("lockout.base_delay_ms must be <= lockout.max_delay_ms".into());
         }
+        self.liveness.validate(self.camera.ir.is_some())?;
         Ok(())
     }
 }

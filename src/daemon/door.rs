@@ -6,9 +6,10 @@ use std::sync::mpsc::TrySendError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::protocol::DoorEvent;
+use crate::protocol::{self as proto, DoorEvent};
 
 use super::hub::WaitError;
+use super::liveness::Service;
 use super::server::{lock, CLIENT_STACK};
 use super::service::{analyze, best_match, ms_since};
 use super::Shared;
@@ -39,6 +40,9 @@ fn door_loop(sh: &Arc<Shared>) {
     let mut after = 0;
     // The last refusal logged, so a refused door logs once, not per frame.
     let mut refused: Option<String> = None;
+    // The user whose liveness refusal was logged last, likewise (until an
+    // arrival is announced).
+    let mut refused_live: Option<String> = None;
     loop {
         let cfg = sh.cfg.load_full();
         let wanted = cfg.door.always || !lock(&sh.subscribers).is_empty();
@@ -118,6 +122,23 @@ fn door_loop(sh: &Arc<Shared>) {
             .is_some_and(|t| now.duration_since(*t) < cooldown);
         if passes.len() as u32 >= cfg.decision.min_frames {
             if !announced_recently {
+                // A match: now whether it is a live face (`[liveness] door`).
+                let liveness = match super::liveness::check(sh, Service::Door, &a) {
+                    Ok(checks) => checks,
+                    Err(checks) => {
+                        // Not announced, not marked as seen: the real
+                        // person arriving next is still announced.
+                        if refused_live.as_deref() != Some(user.as_str()) {
+                            log::warn!(
+                                "door: {user} matched but was refused: {}",
+                                proto::liveness_line(&checks)
+                            );
+                            refused_live = Some(user);
+                        }
+                        continue;
+                    }
+                };
+                refused_live = None;
                 let ev = DoorEvent {
                     user: user.clone(),
                     score: passes.iter().sum::<f32>() / passes.len() as f32,
@@ -127,6 +148,7 @@ fn door_loop(sh: &Arc<Shared>) {
                     at: std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs()),
+                    liveness,
                 };
                 log::info!("door: {user} arrived (score {:.3})", ev.score);
                 broadcast(sh, &ev);

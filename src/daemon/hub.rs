@@ -9,7 +9,8 @@
 //! [`Analyzer`] runs the pipeline on each frame at most once, whoever asks:
 //! a hundred concurrent verifies share the same detections and embeddings.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,9 @@ pub enum SourceState {
 
 struct HubState {
     latest: Option<(u64, Arc<Frame>)>,
+    /// The last frames, newest last ([`Hub::keep_frames`]; the latest only
+    /// unless asked).
+    recent: VecDeque<Arc<Frame>>,
     counter: u64,
     state: SourceState,
     name: String,
@@ -44,6 +48,7 @@ pub struct Hub {
     opener: Mutex<Opener>,
     restart: AtomicBool,
     backoff: Mutex<(Duration, Duration)>,
+    keep: AtomicUsize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +70,7 @@ impl Hub {
         Arc::new(Hub {
             st: Mutex::new(HubState {
                 latest: None,
+                recent: VecDeque::new(),
                 counter: 0,
                 state: SourceState::Opening,
                 name: label,
@@ -76,7 +82,64 @@ impl Hub {
             opener: Mutex::new(opener),
             restart: AtomicBool::new(false),
             backoff: Mutex::new((min, max)),
+            keep: AtomicUsize::new(1),
         })
+    }
+
+    /// Keep the last `n` frames (at least 1) for [`Hub::closest_frame`]
+    /// (the IR camera: a decision pairs its colour frame with the IR frame
+    /// captured closest in time).
+    pub fn keep_frames(&self, n: usize) {
+        self.keep.store(n.max(1), Ordering::SeqCst);
+    }
+
+    /// The kept frame captured closest to `at`, if within `max_skew` of
+    /// it. Waits until no later frame can be closer — a frame captured at or
+    /// after `at` arrived, or `at` is within half a frame period of the
+    /// newest — or until `at + max_skew` or `deadline`, whichever is first.
+    pub fn closest_frame(
+        &self,
+        at: Instant,
+        max_skew: Duration,
+        deadline: Instant,
+    ) -> Result<Arc<Frame>, WaitError> {
+        let limit = (at + max_skew).min(deadline);
+        let gap = |f: &Frame| {
+            f.captured
+                .saturating_duration_since(at)
+                .max(at.saturating_duration_since(f.captured))
+        };
+        let mut st = lock(&self.st);
+        loop {
+            if let SourceState::Down { why, .. } = &st.state {
+                return Err(WaitError::Gone(format!("camera unavailable: {why}")));
+            }
+            let now = Instant::now();
+            // The next frame is due a frame period after the newest: when
+            // `at` is nearer the newest than that, no later frame can be
+            // closer, so there is nothing to wait for.
+            let next_is_farther = match (st.recent.iter().rev().nth(1), st.recent.back()) {
+                (Some(prev), Some(newest)) => {
+                    let period = newest.captured.saturating_duration_since(prev.captured);
+                    at <= newest.captured + period / 2
+                }
+                _ => false,
+            };
+            if next_is_farther || st.recent.iter().any(|f| f.captured >= at) || now >= limit {
+                return st
+                    .recent
+                    .iter()
+                    .min_by_key(|f| gap(f))
+                    .filter(|f| gap(f) <= max_skew)
+                    .cloned()
+                    .ok_or(WaitError::Timeout);
+            }
+            st = self
+                .cv
+                .wait_timeout(st, limit - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
     }
 
     /// Use a new opener (config reload): the source is reopened.
@@ -112,7 +175,13 @@ impl Hub {
         let mut st = lock(&self.st);
         st.counter += 1;
         let c = st.counter;
-        st.latest = Some((c, Arc::new(f)));
+        let f = Arc::new(f);
+        st.recent.push_back(f.clone());
+        let keep = self.keep.load(Ordering::Relaxed);
+        while st.recent.len() > keep {
+            st.recent.pop_front();
+        }
+        st.latest = Some((c, f));
         st.state = SourceState::Streaming;
         st.heartbeat = Instant::now();
         drop(st);
@@ -123,6 +192,7 @@ impl Hub {
         let mut st = lock(&self.st);
         st.failures += 1;
         st.latest = None;
+        st.recent.clear();
         st.heartbeat = Instant::now();
         st.state = SourceState::Down {
             why,
@@ -337,10 +407,12 @@ impl Analyzer {
                     face: None,
                     stages: Stages::default(),
                     embedder_sha: String::new(),
+                    captured: None,
                 }
             }
         };
         analysis.stages.capture_ms = capture_ms;
+        analysis.captured = Some(frame.captured);
         let analysis = Arc::new(analysis);
         lock(&self.st).last = Some(Cached {
             counter,
@@ -348,5 +420,81 @@ impl Analyzer {
             analysis: analysis.clone(),
         });
         Ok((counter, analysis))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub() -> Arc<Hub> {
+        let opener: Opener = Arc::new(|| Err(SourceError::Gone("unused".into())));
+        Hub::new(
+            opener,
+            "test".into(),
+            Duration::from_millis(1),
+            Duration::from_millis(1),
+        )
+    }
+
+    fn frame(seq: u64, captured: Instant) -> Frame {
+        Frame {
+            image: image::RgbImage::new(2, 2),
+            seq,
+            captured,
+        }
+    }
+
+    #[test]
+    fn closest_frame_pairs_by_capture_time_within_the_skew() {
+        let h = hub();
+        h.keep_frames(4);
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        for (i, d) in [0u64, 40, 80, 120, 160].iter().enumerate() {
+            h.publish(frame(i as u64, t + ms(*d)));
+        }
+        // Four kept: 40, 80, 120, 160. A colour frame at 95 pairs with 80.
+        let far = t + ms(10_000);
+        assert_eq!(h.closest_frame(t + ms(95), ms(30), far).unwrap().seq, 2);
+        assert_eq!(h.closest_frame(t + ms(110), ms(30), far).unwrap().seq, 3);
+        // 0 was dropped (only four kept): 20 is 20 from 40.
+        assert_eq!(h.closest_frame(t + ms(20), ms(30), far).unwrap().seq, 1);
+        // Nothing within 10 ms of 100.
+        assert!(matches!(
+            h.closest_frame(t + ms(100), ms(10), far),
+            Err(WaitError::Timeout)
+        ));
+        // A colour frame newer than every IR frame but within half a period
+        // (20 ms) of the newest: the next frame would be farther, so no wait.
+        let w = Instant::now();
+        assert_eq!(h.closest_frame(t + ms(175), ms(30), far).unwrap().seq, 4);
+        assert!(w.elapsed() < ms(15) || Instant::now() > t + ms(205));
+        // Beyond half a period: waits until its time plus the skew for a
+        // newer frame, then takes the newest if close enough.
+        assert_eq!(h.closest_frame(t + ms(185), ms(30), far).unwrap().seq, 4);
+        assert!(matches!(
+            h.closest_frame(t + ms(200), ms(10), far),
+            Err(WaitError::Timeout)
+        ));
+        // Before any frame is kept, or after the source went down.
+        h.down("unplugged".into(), ms(100));
+        assert!(matches!(
+            h.closest_frame(t + ms(95), ms(30), far),
+            Err(WaitError::Gone(w)) if w.contains("unplugged")
+        ));
+    }
+
+    #[test]
+    fn only_the_latest_frame_is_kept_unless_asked() {
+        let h = hub();
+        let t = Instant::now();
+        h.publish(frame(0, t));
+        h.publish(frame(1, t + Duration::from_millis(50)));
+        assert_eq!(lock(&h.st).recent.len(), 1);
+        assert!(matches!(
+            h.closest_frame(t, Duration::from_millis(10), t + Duration::from_secs(5)),
+            Err(WaitError::Timeout)
+        ));
     }
 }

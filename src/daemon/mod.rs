@@ -13,6 +13,7 @@ pub mod enrol;
 pub mod hub;
 pub mod ident;
 pub mod limits;
+pub mod liveness;
 pub mod reenroll;
 pub mod server;
 pub mod service;
@@ -105,8 +106,8 @@ pub struct Shared {
     /// Serialises model reloads and re-enrolments.
     pub models_lock: Mutex<()>,
     pub hub: Arc<Hub>,
-    /// The optional second (IR) camera; streamed and reported, not yet used
-    /// by decisions.
+    /// The optional second (IR) camera: its frames feed the IR liveness
+    /// check (`[liveness]`, [`liveness`]).
     pub ir_hub: Option<Arc<Hub>>,
     pub analyzer: Analyzer,
     /// The thread every model call runs on (`worker`).
@@ -544,6 +545,19 @@ pub fn start(
     Ok((shared, listener, path))
 }
 
+/// Say at start which decisions a photo or a screen could pass.
+fn log_liveness(cfg: &Config) {
+    let l = &cfg.liveness;
+    for (what, p) in [("verify (PAM)", l.pam), ("door and identify", l.door)] {
+        match p {
+            config::LivenessPolicy::Off => log::warn!(
+                "liveness for {what}: off — a photo or screen replay of an enrolled face is accepted (docs/LIVENESS.md)"
+            ),
+            config::LivenessPolicy::Ir => log::info!("liveness for {what}: IR check"),
+        }
+    }
+}
+
 /// Start streaming the camera (and the IR camera, if any).
 pub fn start_cameras(shared: &Shared) -> std::io::Result<()> {
     shared.hub.spawn("camera")?;
@@ -575,7 +589,12 @@ pub fn open(
         active::build(&cfg, &state_dir, None)?.ok_or_else(|| mm("no models were built".into()))?;
     let embedder_name = active.embedder_id.name.clone();
     let hub = hub_for(&cfg.camera);
-    let ir_hub = cfg.camera.ir.as_deref().map(hub_for);
+    let ir_hub = cfg.camera.ir.as_deref().map(|c| {
+        let h = hub_for(c);
+        h.keep_frames(liveness::IR_FRAMES_KEPT);
+        h
+    });
+    log_liveness(&cfg);
     let shared = Arc::new(Shared {
         policy: ArcSwap::from_pointee(policy_for(&cfg)),
         lockout: Mutex::new(Lockout::new(

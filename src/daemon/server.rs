@@ -354,6 +354,9 @@ fn serve_request(sh: &Arc<Shared>, req: Request) -> Result<Answer, ServiceError>
             r
         }
         Request::Reenroll => super::reenroll::reenroll(sh).map(Answer::Reenrolled),
+        Request::CalibrateIr { frames, timeout_ms } => {
+            super::liveness::calibrate(sh, frames, timeout_ms).map(Answer::IrCalibration)
+        }
         Request::Subscribe => Err(ServiceError::Internal("subscribe is handled apart".into())),
     }
 }

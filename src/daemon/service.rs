@@ -15,10 +15,12 @@ use base64::Engine as _;
 use crate::engine::{Fused, Fusion};
 use crate::gallery::{Condition, ImportMode, ImportReport, SearchOptions};
 use crate::protocol::{
-    DenyReason, EnrollReport, ErrorKind, Response, Stages, StatusInfo, UserInfo, PROTOCOL_VERSION,
+    DenyReason, EnrollReport, ErrorKind, IrCalibration, LivenessCheck, Response, Stages,
+    StatusInfo, UserInfo, PROTOCOL_VERSION,
 };
 
 use super::hub::WaitError;
+use super::liveness::Service;
 use super::server::lock;
 use super::Shared;
 
@@ -33,6 +35,8 @@ pub enum Decision {
         masked: bool,
         ms: f64,
         stages: Stages,
+        /// The liveness checks that ran ([`super::liveness`]).
+        liveness: Vec<LivenessCheck>,
     },
     Deny {
         reason: DenyReason,
@@ -41,6 +45,7 @@ pub enum Decision {
         frames: u32,
         ms: f64,
         retry_after_ms: Option<u64>,
+        liveness: Vec<LivenessCheck>,
     },
 }
 
@@ -103,6 +108,7 @@ pub enum Answer {
     Exported(Vec<u8>),
     Imported(ImportReport),
     Reenrolled(crate::protocol::ReenrollReport),
+    IrCalibration(IrCalibration),
 }
 
 /// The one mapping from service results to wire responses.
@@ -115,6 +121,7 @@ pub fn respond(r: Result<Answer, ServiceError>) -> Response {
             masked,
             ms,
             stages,
+            liveness,
         })) => Response::Unlock {
             user,
             score,
@@ -122,6 +129,7 @@ pub fn respond(r: Result<Answer, ServiceError>) -> Response {
             masked,
             ms,
             stages,
+            liveness,
         },
         Ok(Answer::Decision(Decision::Deny {
             reason,
@@ -129,12 +137,14 @@ pub fn respond(r: Result<Answer, ServiceError>) -> Response {
             frames,
             ms,
             retry_after_ms,
+            liveness,
         })) => Response::Deny {
             reason,
             best_score,
             frames,
             ms,
             retry_after_ms,
+            liveness,
         },
         Ok(Answer::Enrolled(r)) => Response::Enrolled(r),
         Ok(Answer::Removed { user, templates }) => Response::Removed { user, templates },
@@ -144,6 +154,7 @@ pub fn respond(r: Result<Answer, ServiceError>) -> Response {
             data_b64: b64().encode(bytes),
         },
         Ok(Answer::Reenrolled(r)) => Response::Reenrolled(r),
+        Ok(Answer::IrCalibration(c)) => Response::IrCalibration(c),
         Ok(Answer::Imported(r)) => Response::Imported {
             users_added: r.users_added,
             users_kept: r.users_kept,
@@ -234,6 +245,7 @@ pub fn verify(sh: &Arc<Shared>, user: &str, timeout_ms: u64) -> Result<Decision,
             frames: 0,
             ms: 0.0,
             retry_after_ms: Some(left.as_millis() as u64),
+            liveness: Vec::new(),
         });
     }
     let act = sh.active();
@@ -251,6 +263,7 @@ pub fn verify(sh: &Arc<Shared>, user: &str, timeout_ms: u64) -> Result<Decision,
             frames: 0,
             ms: ms_since(t0),
             retry_after_ms: None,
+            liveness: Vec::new(),
         });
     }
     let cfg = sh.cfg.load();
@@ -291,6 +304,24 @@ pub fn verify(sh: &Arc<Shared>, user: &str, timeout_ms: u64) -> Result<Decision,
                 last_masked = f.masked;
                 match fusion.push(score, thr.for_face(f)) {
                     Some(Fused::Accept { score, passed, .. }) => {
+                        // The face matched: now whether it is a live one
+                        // (`[liveness] pam`), on this frame.
+                        let tl = Instant::now();
+                        let checked = super::liveness::check(sh, Service::Pam, &a);
+                        stages.liveness_ms += ms_since(tl);
+                        let liveness = match checked {
+                            Ok(checks) => checks,
+                            Err(checks) => {
+                                return Ok(deny_liveness(
+                                    sh,
+                                    Some(user),
+                                    score,
+                                    fusion.seen(),
+                                    t0,
+                                    checks,
+                                ));
+                            }
+                        };
                         lock(&sh.lockout).success(user);
                         return Ok(Decision::Unlock {
                             user: user.to_string(),
@@ -299,6 +330,7 @@ pub fn verify(sh: &Arc<Shared>, user: &str, timeout_ms: u64) -> Result<Decision,
                             masked: f.masked,
                             ms: ms_since(t0),
                             stages,
+                            liveness,
                         });
                     }
                     Some(Fused::Reject { best, seen }) => {
@@ -315,6 +347,7 @@ pub fn verify(sh: &Arc<Shared>, user: &str, timeout_ms: u64) -> Result<Decision,
                         frames: 0,
                         ms: ms_since(t0),
                         retry_after_ms: None,
+                        liveness: Vec::new(),
                     });
                 }
                 log::debug!("verify {user}: time budget spent (last probe masked: {last_masked})");
@@ -359,6 +392,31 @@ fn deny_no_match(
         frames: seen,
         ms: ms_since(t0),
         retry_after_ms: (!delay.is_zero()).then_some(delay.as_millis() as u64),
+        liveness: Vec::new(),
+    }
+}
+
+/// A face that matched but failed a liveness check: denied with the
+/// checks. For verify (`user`) it counts towards the user's lockout — a
+/// replayed face is an attack on that account.
+fn deny_liveness(
+    sh: &Shared,
+    user: Option<&str>,
+    score: f32,
+    seen: u32,
+    t0: Instant,
+    liveness: Vec<LivenessCheck>,
+) -> Decision {
+    let delay = user.map_or(Duration::ZERO, |u| {
+        lock(&sh.lockout).failure(u, Instant::now())
+    });
+    Decision::Deny {
+        reason: DenyReason::Liveness,
+        best_score: Some(score),
+        frames: seen,
+        ms: ms_since(t0),
+        retry_after_ms: (!delay.is_zero()).then_some(delay.as_millis() as u64),
+        liveness,
     }
 }
 
@@ -400,6 +458,15 @@ pub fn identify(sh: &Arc<Shared>, timeout_ms: u64) -> Result<Decision, ServiceEr
                     if let Some(Fused::Accept { score, passed, .. }) =
                         fu.push(m.score, thr.for_face(f))
                     {
+                        let tl = Instant::now();
+                        let checked = super::liveness::check(sh, Service::Door, &a);
+                        stages.liveness_ms += ms_since(tl);
+                        let liveness = match checked {
+                            Ok(checks) => checks,
+                            Err(checks) => {
+                                return Ok(deny_liveness(sh, None, score, seen, t0, checks));
+                            }
+                        };
                         return Ok(Decision::Unlock {
                             user: m.user.to_string(),
                             score,
@@ -407,6 +474,7 @@ pub fn identify(sh: &Arc<Shared>, timeout_ms: u64) -> Result<Decision, ServiceEr
                             masked: f.masked,
                             ms: ms_since(t0),
                             stages,
+                            liveness,
                         });
                     }
                 }
@@ -417,6 +485,7 @@ pub fn identify(sh: &Arc<Shared>, timeout_ms: u64) -> Result<Decision, ServiceEr
                         frames: seen,
                         ms: ms_since(t0),
                         retry_after_ms: None,
+                        liveness: Vec::new(),
                     });
                 }
             }
@@ -431,6 +500,7 @@ pub fn identify(sh: &Arc<Shared>, timeout_ms: u64) -> Result<Decision, ServiceEr
                     frames: seen,
                     ms: ms_since(t0),
                     retry_after_ms: None,
+                    liveness: Vec::new(),
                 })
             }
             Err(WaitError::Gone(why)) => return Err(ServiceError::Source(why)),
@@ -525,6 +595,14 @@ pub fn status(sh: &Shared) -> StatusInfo {
             }
         }),
         must_reenrol: super::active::must_reenrol(&act.gallery),
+        liveness: {
+            let l = &sh.cfg.load().liveness;
+            format!(
+                "verify: {}, door and identify: {}",
+                l.pam.name(),
+                l.door.name()
+            )
+        },
     }
 }
 
@@ -613,6 +691,7 @@ mod tests {
             frames: 0,
             ms: 0.0,
             retry_after_ms: Some(2000),
+            liveness: Vec::new(),
         };
         assert_eq!(
             respond(Ok(Answer::Decision(deny))),
@@ -622,6 +701,7 @@ mod tests {
                 frames: 0,
                 ms: 0.0,
                 retry_after_ms: Some(2000),
+                liveness: Vec::new(),
             }
         );
         let unlock = Decision::Unlock {
@@ -631,10 +711,16 @@ mod tests {
             masked: true,
             ms: 12.0,
             stages: Stages::default(),
+            liveness: vec![LivenessCheck {
+                check: "ir".into(),
+                passed: true,
+                detail: "in place".into(),
+            }],
         };
         assert!(matches!(
             respond(Ok(Answer::Decision(unlock))),
-            Response::Unlock { user, frames: 2, masked: true, .. } if user == "a"
+            Response::Unlock { user, frames: 2, masked: true, liveness, .. }
+                if user == "a" && liveness.len() == 1 && liveness[0].passed
         ));
         assert_eq!(
             respond(Ok(Answer::Exported(b"hi".to_vec()))),

@@ -12,6 +12,7 @@ pub mod detect;
 pub mod draw;
 pub mod embed;
 pub mod imageio;
+pub mod liveness;
 pub mod mask;
 pub mod periocular;
 pub mod pipeline;

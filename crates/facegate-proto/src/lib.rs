@@ -107,6 +107,10 @@ pub enum Request {
     /// Re-embed every user's kept enrolment crops with the running embedder
     /// and replace their templates (`[enroll] keep_crops`).
     Reenroll,
+    /// Measure the colour→IR camera geometry for `[liveness.ir]`: pair the
+    /// landmarks of one face seen by both cameras over up to `frames`
+    /// frames (the person moves across the view meanwhile).
+    CalibrateIr { frames: u32, timeout_ms: u64 },
 }
 
 impl Request {
@@ -123,6 +127,7 @@ impl Request {
             Request::Export => "export",
             Request::Import { .. } => "import",
             Request::Reenroll => "reenroll",
+            Request::CalibrateIr { .. } => "calibrate-ir",
         }
     }
 }
@@ -156,6 +161,9 @@ pub struct Stages {
     /// that predate tracking or run without it).
     #[serde(default)]
     pub tracked: u32,
+    /// The liveness checks (`[liveness]`; 0 when none ran).
+    #[serde(default)]
+    pub liveness_ms: f64,
 }
 
 impl Stages {
@@ -168,15 +176,20 @@ impl Stages {
         self.scan_ms += o.scan_ms;
         self.embeddings += o.embeddings;
         self.tracked += o.tracked;
+        self.liveness_ms += o.liveness_ms;
     }
 }
 
 /// The per-stage latency as one line, as the clients print it.
 pub fn stages_line(s: &Stages) -> String {
-    format!(
+    let mut line = format!(
         "capture {:.1} ms, detect {:.1} ms, align {:.1} ms, mask presence {:.1} ms, embed {:.1} ms, scan {:.2} ms",
         s.capture_ms, s.detect_ms, s.align_ms, s.presence_ms, s.embed_ms, s.scan_ms
-    )
+    );
+    if s.liveness_ms > 0.0 {
+        line.push_str(&format!(", liveness {:.1} ms", s.liveness_ms));
+    }
+    line
 }
 
 /// Why a verify/identify was denied.
@@ -191,6 +204,53 @@ pub enum DenyReason {
     NotEnrolled,
     /// Too many recent failures; try again after `retry_after_ms`.
     LockedOut,
+    /// The face matched, but a presentation-attack check required by
+    /// `[liveness]` failed (see the decision's `liveness`).
+    Liveness,
+}
+
+/// A presentation-attack check run for a decision (`[liveness]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LivenessCheck {
+    /// Which check: "ir" (a live face in the IR camera, docs/LIVENESS.md).
+    pub check: String,
+    pub passed: bool,
+    /// What was measured, or why it failed.
+    pub detail: String,
+}
+
+/// One line per check, as the clients print them.
+pub fn liveness_line(checks: &[LivenessCheck]) -> String {
+    if checks.is_empty() {
+        return "liveness: no check required".into();
+    }
+    let parts: Vec<String> = checks
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}: {}",
+                c.check,
+                if c.passed { "passed" } else { "FAILED" },
+                c.detail
+            )
+        })
+        .collect();
+    format!("liveness: {}", parts.join("; "))
+}
+
+/// The measured colour→IR geometry (`facegate calibrate-ir`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IrCalibration {
+    /// `ir = scale · rgb + offset`, per axis (x, y).
+    pub scale: [f32; 2],
+    pub offset: [f32; 2],
+    /// Landmark pairs fitted (five per frame with one face in both).
+    pub points: usize,
+    /// Frames with one face in both cameras.
+    pub frames: u32,
+    /// Residual of the fit, IR pixels.
+    pub rms_px: f32,
+    pub max_px: f32,
 }
 
 /// Kinds of errors.
@@ -283,6 +343,10 @@ pub struct StatusInfo {
     /// they are not recognised until they enrol again or `reenroll` runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub must_reenrol: Vec<String>,
+    /// The liveness checks required (`[liveness]`): `"verify: ir, door: off"`.
+    /// Empty from daemons before them.
+    #[serde(default)]
+    pub liveness: String,
 }
 
 /// State of a frame source, as in [`StatusInfo`]'s `source*` fields.
@@ -318,6 +382,10 @@ pub struct DoorEvent {
     pub ms: f64,
     /// Unix time, seconds.
     pub at: u64,
+    /// The liveness checks that ran for this arrival (empty when
+    /// `[liveness] door = "off"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub liveness: Vec<LivenessCheck>,
 }
 
 /// A response body.
@@ -332,6 +400,9 @@ pub enum Response {
         masked: bool,
         ms: f64,
         stages: Stages,
+        /// The liveness checks that ran (empty when `[liveness]` asks none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        liveness: Vec<LivenessCheck>,
     },
     Deny {
         reason: DenyReason,
@@ -340,6 +411,9 @@ pub enum Response {
         frames: u32,
         ms: f64,
         retry_after_ms: Option<u64>,
+        /// The liveness checks that ran (the failed one, for `liveness`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        liveness: Vec<LivenessCheck>,
     },
     Error {
         kind: ErrorKind,
@@ -367,6 +441,7 @@ pub enum Response {
         templates_skipped: usize,
     },
     Reenrolled(ReenrollReport),
+    IrCalibration(IrCalibration),
 }
 
 /// Result of a re-enrolment from kept crops.
@@ -474,6 +549,9 @@ pub fn read_frame<R: Read, T: for<'de> Deserialize<'de>>(
 
 /// Parse a request frame body: checks the version first, so that a future
 /// request type is reported as a version mismatch rather than garbage.
+// The error is the answer to send back, once per bad request: its size
+// (the largest variant, `unlock`) does not matter on this path.
+#[allow(clippy::result_large_err)]
 pub fn parse_request(body: &[u8]) -> Result<Request, Response> {
     let v: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| Response::error(ErrorKind::BadRequest, format!("not JSON: {e}")))?;
