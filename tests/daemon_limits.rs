@@ -19,7 +19,9 @@
 //!    `busy_client_timeout_ms` a newcomer closes them all;
 //! 5. as root only: five verifies at once from uid 4242 (no face in view, so
 //!    they overlap): four are served, the fifth is told `busy`
-//!    (`max_requests_per_uid`); five from root are all served.
+//!    (`max_requests_per_uid`); five from root are all served;
+//! 6. as root only: a pool of 4 filled by 4 verifies in progress of uid 4242:
+//!    the PAM helper (root) is still served (`daemon::limits::ROOT_RESERVE`).
 //!
 //! Connection counts come from `status` (`clients`, the daemon's table,
 //! status's own connection included); the daemon accepts in arrival order,
@@ -460,9 +462,44 @@ fn idle_connections_of_one_uid_do_not_starve_verify() {
     assert!(text.contains("requests in progress"), "{text}");
     let (codes, text) = rig.helpers_at_once("A", None, 5);
     assert_eq!(served(codes), [1; 5], "{text}");
+
     rig.stop();
     let log = rig.log();
     assert!(log.contains("connection closed after"), "{log}");
+
+    // 6. A pool whose every connection is serving (4 verifies of uid 4242,
+    //    no face in view, in a pool of 4): nobody can make room, yet the PAM
+    //    helper (root) is served from the slots reserved for root, not `busy`.
+    rig.stop();
+    rig.configure("max_clients = 4\nmax_clients_per_uid = 4\nmax_requests_per_uid = 4\n");
+    rig.start();
+    let busy_users: Vec<Child> = (0..4)
+        .map(|_| {
+            rig.helper("U", Some(USER_UID), 3000)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Connected and sent within this (they run 3 s each).
+    std::thread::sleep(Duration::from_millis(700));
+    let out = rig.helper("A", None, 2000).output().unwrap();
+    let code = out.status.code().unwrap_or(-1);
+    assert!(
+        code == 1 || code == 2,
+        "PAM helper with the pool full of serving connections: {} {}{}\ndaemon log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        rig.log()
+    );
+    // The users' own verifies were served too (deny, or no answer in time).
+    for mut k in busy_users {
+        let c = k.wait().unwrap().code().unwrap_or(-1);
+        assert!(c == 1 || c == 2, "user's verify: exit {c}\n{}", rig.log());
+    }
+    rig.stop();
     eprintln!(
         "verify through facegate-unlock: baseline {base:?}; with {IDLE} idle connections: \
          same uid {same:?}, PAM helper {pam:?}, user {user:?}, pool full {full:?}"

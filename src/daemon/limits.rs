@@ -25,6 +25,11 @@
 //!
 //! Root (uid 0; the PAM helper under `pam_exec`, administration with sudo)
 //! has no per-uid cap but its waiting connections make room like anyone's.
+//! When the pool is full and no connection can make room (every one is
+//! serving a request or streaming door events: 16 uids at their request
+//! caps fill the default pool), root still gets one of [`ROOT_RESERVE`]
+//! connections beyond `max_clients`, so a login is never refused for `busy`
+//! by other users' traffic.
 //!
 //! The table is pure: uids and times are passed in, and each connection
 //! carries a handle `H` (the daemon's: a clone of the socket, shut down by
@@ -38,6 +43,9 @@ use crate::daemon::config::Daemon;
 
 /// The uid without per-uid caps.
 pub const ROOT: u32 = 0;
+
+/// Connections root may hold beyond `max_clients` when none can make room.
+pub const ROOT_RESERVE: usize = 4;
 
 /// The limits, from `[daemon]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,6 +283,9 @@ impl<H> Table<H> {
         }
         while self.len() >= lim.max_clients {
             let Some(id) = self.victim(uid) else {
+                if uid == ROOT && self.len() < lim.max_clients + ROOT_RESERVE {
+                    break;
+                }
                 return Admission {
                     outcome: Err(Refused::Full {
                         max: lim.max_clients,
@@ -475,6 +486,41 @@ mod tests {
     }
 
     #[test]
+    fn root_gets_a_reserved_slot_when_every_connection_is_busy() {
+        let l = lim(4, 4, 4);
+        let t0 = Instant::now();
+        let mut t = Table::default();
+        // The pool full of requests in progress and a door stream.
+        for _ in 0..3 {
+            let id = ok(&mut t, BOB, &l, t0).0;
+            t.begin(id, &l, t0).unwrap();
+        }
+        let a = ok(&mut t, ALICE, &l, t0).0;
+        t.stream(a, t0).unwrap();
+        assert_eq!(
+            t.admit(CAROL, (), &l, ms(t0, 1)).outcome,
+            Err(Refused::Full { max: 4 })
+        );
+        // Root (the PAM helper) gets in, up to ROOT_RESERVE beyond the pool,
+        // closing nobody.
+        for i in 0..ROOT_RESERVE {
+            let (id, ev) = ok(&mut t, ROOT, &l, ms(t0, 2 + i as u64));
+            assert!(ev.is_empty());
+            t.begin(id, &l, ms(t0, 2)).unwrap();
+        }
+        assert_eq!(t.len(), 4 + ROOT_RESERVE);
+        assert_eq!(
+            t.admit(ROOT, (), &l, ms(t0, 9)).outcome,
+            Err(Refused::Full { max: 4 })
+        );
+        // Still nothing for the others while root's extra connections last.
+        assert_eq!(
+            t.admit(CAROL, (), &l, ms(t0, 10)).outcome,
+            Err(Refused::Full { max: 4 })
+        );
+    }
+
+    #[test]
     fn a_newcomer_without_connections_beats_a_uid_with_one_idle() {
         let l = lim(3, 8, 8);
         let t0 = Instant::now();
@@ -559,8 +605,9 @@ mod tests {
 
     proptest! {
         /// Whatever the sequence: the caps hold, only waiting connections are
-        /// closed, and a uid without connections is admitted whenever some
-        /// connection is waiting.
+        /// closed, a uid without connections is admitted whenever some
+        /// connection is waiting (root not using its reserve), and root
+        /// whenever below the reserve.
         #[test]
         fn the_rules_hold(
             max in 1usize..12,
@@ -583,6 +630,9 @@ mod tests {
                         let none_of_mine = t.of_uid(uid).0 == 0;
                         let any_waiting = live.values().any(|(_, s)| *s == State::Waiting);
                         let room = t.len() < max;
+                        // Root beyond the pool: one eviction may not be enough.
+                        let overflow = t.len() > max;
+                        let root_room = t.len() < max + ROOT_RESERVE;
                         let a = t.admit(uid, 0, &l, now);
                         for e in &a.evicted {
                             let (u, s) = live.remove(&e.id).unwrap();
@@ -592,7 +642,11 @@ mod tests {
                         match a.outcome {
                             Ok(id) => { live.insert(id, (uid, State::Waiting)); }
                             Err(r) => {
-                                prop_assert!(!(none_of_mine && (any_waiting || room)), "{r}");
+                                prop_assert!(
+                                    !(none_of_mine && ((any_waiting && !overflow) || room)),
+                                    "{r}"
+                                );
+                                prop_assert!(!(uid == ROOT && root_room), "root refused: {r}");
                             }
                         }
                     }
@@ -616,7 +670,9 @@ mod tests {
                     Op::Tick(d) => now += Duration::from_millis(d),
                 }
                 prop_assert_eq!(t.len(), live.len());
-                prop_assert!(t.len() <= max);
+                // Others stay within the pool; root at most ROOT_RESERVE beyond.
+                prop_assert!(t.len() <= max + ROOT_RESERVE);
+                prop_assert!(t.len() - t.of_uid(ROOT).0 <= max);
                 for uid in 1..4 {
                     let (n, s) = t.of_uid(uid);
                     prop_assert!(n <= per_uid && s <= reqs);

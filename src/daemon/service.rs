@@ -308,7 +308,9 @@ pub fn verify(sh: &Arc<Shared>, user: &str, timeout_ms: u64) -> Result<Decision,
                         // (`[liveness] pam`), on this frame.
                         let tl = Instant::now();
                         let checked = super::liveness::check(sh, Service::Pam, &a);
-                        stages.liveness_ms += ms_since(tl);
+                        if !matches!(&checked, Ok(c) if c.is_empty()) {
+                            stages.liveness_ms += ms_since(tl);
+                        }
                         let liveness = match checked {
                             Ok(checks) => checks,
                             Err(checks) => {
@@ -460,7 +462,9 @@ pub fn identify(sh: &Arc<Shared>, timeout_ms: u64) -> Result<Decision, ServiceEr
                     {
                         let tl = Instant::now();
                         let checked = super::liveness::check(sh, Service::Door, &a);
-                        stages.liveness_ms += ms_since(tl);
+                        if !matches!(&checked, Ok(c) if c.is_empty()) {
+                            stages.liveness_ms += ms_since(tl);
+                        }
                         let liveness = match checked {
                             Ok(checks) => checks,
                             Err(checks) => {
