@@ -189,6 +189,7 @@ impl Shared {
             }
         }
         log_periocular(self);
+        warm_up(self);
         Ok(true)
     }
 
@@ -545,6 +546,37 @@ pub fn start(
     Ok((shared, listener, path))
 }
 
+/// Build the detector's plans for the input sizes decisions use — the
+/// camera's frame (and its padded retry, as a frame with nobody in it
+/// takes) and the tracker's and IR check's square region — so that the
+/// first login after a start or a model switch does not pay for them
+/// (tract plans per input size: the first decision took 223–242 ms instead
+/// of ~100, docs/PERFORMANCE.md).
+fn warm_up(sh: &Shared) {
+    use crate::face::detect::MIN_SIDE;
+    use image::{Rgb, RgbImage};
+    let t = Instant::now();
+    let cfg = sh.cfg.load();
+    let (w, h) = (
+        cfg.camera.width.max(MIN_SIDE),
+        cfg.camera.height.max(MIN_SIDE),
+    );
+    let side = crate::face::track::TrackOptions::default().side;
+    let act = sh.active();
+    let grey = |w, h| RgbImage::from_pixel(w, h, Rgb([127, 127, 127]));
+    let r = sh.inference.run(|| {
+        act.engine.detector.detect(&grey(w, h))?;
+        act.engine.detector.detect_raw(&grey(side, side))
+    });
+    match r {
+        Ok(_) => log::info!(
+            "detector ready for {w}x{h} frames and {side}x{side} regions in {:.0} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        ),
+        Err(e) => log::warn!("detector warm-up: {e}"),
+    }
+}
+
 /// Say at start which decisions a photo or a screen could pass.
 fn log_liveness(cfg: &Config) {
     let l = &cfg.liveness;
@@ -617,6 +649,7 @@ pub fn open(
         state_dir,
     });
     log_periocular(&shared);
+    warm_up(&shared);
     let who = active::must_reenrol(&shared.active().gallery);
     if !who.is_empty() {
         log::warn!(
