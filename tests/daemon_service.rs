@@ -314,19 +314,7 @@ fn camera_frames_are_tracked_between_searches() {
             ),
         );
         daemon::start_cameras(&sh).unwrap();
-        let r = service::enroll(
-            &sh,
-            "A",
-            None,
-            EnrollSource::Images {
-                images: vec![
-                    inline("face_recognition/obama.jpg"),
-                    inline("face_recognition/obama2.jpg"),
-                ],
-            },
-        )
-        .unwrap();
-        assert_eq!(r.unmasked, 2, "{r:?}");
+        common::enroll_two_photos(&sh, "A");
         // Three frames at 2 fps: the first searched whole, the next two
         // followed in the face's region.
         match service::verify(&sh, "A", 10_000).unwrap() {

@@ -469,7 +469,7 @@ mod tests {
     }
 
     #[test]
-    fn requests_in_progress_and_streams_are_never_closed() {
+    fn requests_in_progress_and_streams_are_never_closed_but_root_has_a_reserve() {
         let l = lim(4, 4, 4);
         let t0 = Instant::now();
         let mut t = Table::default();
@@ -483,41 +483,20 @@ mod tests {
         assert_eq!(r.outcome, Err(Refused::Full { max: 4 }));
         assert!(r.evicted.is_empty());
         assert_eq!(t.len(), 4);
-    }
-
-    #[test]
-    fn root_gets_a_reserved_slot_when_every_connection_is_busy() {
-        let l = lim(4, 4, 4);
-        let t0 = Instant::now();
-        let mut t = Table::default();
-        // The pool full of requests in progress and a door stream.
-        for _ in 0..3 {
-            let id = ok(&mut t, BOB, &l, t0).0;
-            t.begin(id, &l, t0).unwrap();
-        }
-        let a = ok(&mut t, ALICE, &l, t0).0;
-        t.stream(a, t0).unwrap();
-        assert_eq!(
-            t.admit(CAROL, (), &l, ms(t0, 1)).outcome,
-            Err(Refused::Full { max: 4 })
-        );
         // Root (the PAM helper) gets in, up to ROOT_RESERVE beyond the pool,
-        // closing nobody.
+        // closing nobody; then it is refused too, and so are the others.
         for i in 0..ROOT_RESERVE {
-            let (id, ev) = ok(&mut t, ROOT, &l, ms(t0, 2 + i as u64));
+            let (id, ev) = ok(&mut t, ROOT, &l, ms(t0, 60_001 + i as u64));
             assert!(ev.is_empty());
-            t.begin(id, &l, ms(t0, 2)).unwrap();
+            t.begin(id, &l, ms(t0, 60_001)).unwrap();
         }
         assert_eq!(t.len(), 4 + ROOT_RESERVE);
-        assert_eq!(
-            t.admit(ROOT, (), &l, ms(t0, 9)).outcome,
-            Err(Refused::Full { max: 4 })
-        );
-        // Still nothing for the others while root's extra connections last.
-        assert_eq!(
-            t.admit(CAROL, (), &l, ms(t0, 10)).outcome,
-            Err(Refused::Full { max: 4 })
-        );
+        for uid in [ROOT, CAROL] {
+            assert_eq!(
+                t.admit(uid, (), &l, ms(t0, 60_010)).outcome,
+                Err(Refused::Full { max: 4 })
+            );
+        }
     }
 
     #[test]

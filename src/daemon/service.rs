@@ -306,12 +306,7 @@ pub fn verify(sh: &Arc<Shared>, user: &str, timeout_ms: u64) -> Result<Decision,
                     Some(Fused::Accept { score, passed, .. }) => {
                         // The face matched: now whether it is a live one
                         // (`[liveness] pam`), on this frame.
-                        let tl = Instant::now();
-                        let checked = super::liveness::check(sh, Service::Pam, &a);
-                        if !matches!(&checked, Ok(c) if c.is_empty()) {
-                            stages.liveness_ms += ms_since(tl);
-                        }
-                        let liveness = match checked {
+                        let liveness = match timed_liveness(sh, Service::Pam, &a, &mut stages) {
                             Ok(checks) => checks,
                             Err(checks) => {
                                 return Ok(deny_liveness(
@@ -398,6 +393,22 @@ fn deny_no_match(
     }
 }
 
+/// The liveness checks `service` needs on the frame a decision accepts
+/// ([`super::liveness::check`]), their time added to `stages` when any ran.
+fn timed_liveness(
+    sh: &Shared,
+    service: Service,
+    a: &crate::engine::Analysis,
+    stages: &mut Stages,
+) -> Result<Vec<LivenessCheck>, Vec<LivenessCheck>> {
+    let t = Instant::now();
+    let checked = super::liveness::check(sh, service, a);
+    if !matches!(&checked, Ok(c) if c.is_empty()) {
+        stages.liveness_ms += ms_since(t);
+    }
+    checked
+}
+
 /// A face that matched but failed a liveness check: denied with the
 /// checks. For verify (`user`) it counts towards the user's lockout — a
 /// replayed face is an attack on that account.
@@ -460,12 +471,7 @@ pub fn identify(sh: &Arc<Shared>, timeout_ms: u64) -> Result<Decision, ServiceEr
                     if let Some(Fused::Accept { score, passed, .. }) =
                         fu.push(m.score, thr.for_face(f))
                     {
-                        let tl = Instant::now();
-                        let checked = super::liveness::check(sh, Service::Door, &a);
-                        if !matches!(&checked, Ok(c) if c.is_empty()) {
-                            stages.liveness_ms += ms_since(tl);
-                        }
-                        let liveness = match checked {
+                        let liveness = match timed_liveness(sh, Service::Door, &a, &mut stages) {
                             Ok(checks) => checks,
                             Err(checks) => {
                                 return Ok(deny_liveness(sh, None, score, seen, t0, checks));

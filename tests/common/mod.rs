@@ -192,6 +192,25 @@ pub fn inline(rel: &str) -> facegate::protocol::InlineImage {
     }
 }
 
+/// Enrol `user` through the service layer from the two registry photos of
+/// the person the tests' replay cameras show (obama.jpg, obama2.jpg); both
+/// must make a template.
+pub fn enroll_two_photos(sh: &std::sync::Arc<facegate::daemon::Shared>, user: &str) {
+    let r = facegate::daemon::service::enroll(
+        sh,
+        user,
+        None,
+        facegate::protocol::EnrollSource::Images {
+            images: vec![
+                inline("face_recognition/obama.jpg"),
+                inline("face_recognition/obama2.jpg"),
+            ],
+        },
+    )
+    .unwrap();
+    assert_eq!(r.unmasked, 2, "{r:?}");
+}
+
 /// Run `cmd` and fail the test with its stderr unless it exits 0.
 pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
     let out = cmd.output().expect("run the command");
