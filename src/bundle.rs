@@ -29,6 +29,9 @@ pub const DEFAULT_EMBEDDER: &str = "mobilefacenet-fp32";
 
 /// The detector bundle used when none is named.
 pub const DEFAULT_DETECTOR: &str = "retinaface-mnet025";
+/// The RGB anti-spoofing bundle `[liveness.rgb]` names unless told
+/// otherwise (shipped, run only when a `[liveness]` policy asks for "rgb").
+pub const DEFAULT_ANTISPOOF: &str = "antispoof-rgb";
 
 /// Largest model file we are willing to read (a FaceNet fp32 is ~94 MB).
 pub const MAX_MODEL_BYTES: u64 = 1 << 30;
@@ -78,6 +81,8 @@ pub enum BundleError {
 pub enum Kind {
     Embedder,
     Detector,
+    /// A presentation-attack classifier on a face crop (`[antispoof]`).
+    Antispoof,
 }
 
 impl fmt::Display for Kind {
@@ -85,6 +90,7 @@ impl fmt::Display for Kind {
         f.write_str(match self {
             Kind::Embedder => "embedder",
             Kind::Detector => "detector",
+            Kind::Antispoof => "antispoof",
         })
     }
 }
@@ -145,6 +151,17 @@ pub struct AlignSection {
     /// mouth corners, in image coordinates) land in the crop.
     pub template: [[f32; 2]; 5],
     pub border: String,
+}
+
+/// An anti-spoofing classifier's crop and output (docs/LIVENESS.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AntispoofSection {
+    /// The output holding the score (one value per face; higher = real).
+    pub output: String,
+    /// The crop is a square centred on the detector's face box, this many
+    /// times its longer side, resized to the input's size.
+    pub crop_scale: f32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -229,6 +246,8 @@ pub struct Manifest {
     pub align: Option<AlignSection>,
     #[serde(default)]
     pub detector: Option<DetectorSection>,
+    #[serde(default)]
+    pub antispoof: Option<AntispoofSection>,
     #[serde(default)]
     pub provenance: toml::Table,
     #[serde(default)]
@@ -369,6 +388,31 @@ impl Manifest {
                     .ok_or("a detector needs a [detector] section")?;
                 if d.strides.len() != d.anchor_sizes.len() || d.strides.is_empty() {
                     return Err("detector.strides and detector.anchor_sizes must pair up".into());
+                }
+            }
+            Kind::Antispoof => {
+                if self.presence.is_some() || self.thresholds.is_some() {
+                    return Err("an antispoof bundle has no [presence] or [thresholds]".into());
+                }
+                let a = self
+                    .antispoof
+                    .as_ref()
+                    .ok_or("an antispoof bundle needs an [antispoof] section")?;
+                if !(a.crop_scale.is_finite() && (0.5..=4.0).contains(&a.crop_scale)) {
+                    return Err(format!(
+                        "antispoof.crop_scale {} is not in 0.5..=4",
+                        a.crop_scale
+                    ));
+                }
+                let s = &self.input.shape;
+                let (h, w, c) = match self.input.layout {
+                    Layout::Nhwc => (s[1], s[2], s[3]),
+                    Layout::Nchw => (s[2], s[3], s[1]),
+                };
+                if h != w || !(16..=1024).contains(&h) || c != 3 {
+                    return Err(format!(
+                        "input.shape {s:?} is not a square RGB crop of 16 to 1024 pixels"
+                    ));
                 }
             }
         }

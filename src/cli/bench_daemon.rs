@@ -53,6 +53,34 @@ pub(crate) struct BenchDaemonArgs {
     /// and door = "ir"): its cost shows in the liveness column.
     #[arg(long)]
     ir: bool,
+    /// Require the RGB anti-spoofing check for every decision ([liveness]
+    /// "rgb", or "ir+rgb" with --ir; min_score 0.01 so that it measures
+    /// the cost, not refusals).
+    #[arg(long)]
+    rgb: bool,
+}
+
+/// The IR camera and `[liveness]` sections `--ir` / `--rgb` ask for.
+fn liveness_config(a: &BenchDaemonArgs, ir_dir: &Path, w: u32, h: u32) -> String {
+    let mut s = String::new();
+    if a.ir {
+        s += &format!(
+            "[camera.ir]\nkind = \"replay\"\nreplay = [{:?}]\nfps = {}\nwidth = {w}\nheight = {h}\n",
+            ir_dir.display().to_string(),
+            a.fps
+        );
+    }
+    let policy = match (a.ir, a.rgb) {
+        (false, false) => return s,
+        (true, false) => "ir",
+        (false, true) => "rgb",
+        (true, true) => "ir+rgb",
+    };
+    s += &format!("[liveness]\npam = {policy:?}\ndoor = {policy:?}\n");
+    if a.rgb {
+        s += "[liveness.rgb]\nmin_score = 0.01\n";
+    }
+    s
 }
 
 /// A facegated child for `bench daemon`, killed when dropped.
@@ -161,16 +189,7 @@ pub(crate) fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode
             threads = a.threads,
             max_side = a.detect_max_side,
             track = a.track_every,
-            ir = if a.ir {
-                format!(
-                    "[camera.ir]\nkind = \"replay\"\nreplay = [{:?}]\nfps = {}\nwidth = {w}\nheight = {h}\n\
-                     [liveness]\npam = \"ir\"\ndoor = \"ir\"\n",
-                    work.join("ir").display().to_string(),
-                    a.fps
-                )
-            } else {
-                String::new()
-            },
+            ir = liveness_config(&a, &work.join("ir"), w, h),
         );
         std::fs::write(work.join("config.toml"), cfg)?;
         let t0 = Instant::now();
@@ -328,9 +347,10 @@ pub(crate) fn bench_daemon(models: &Path, a: BenchDaemonArgs) -> Result<ExitCode
     }
     println!(
         "daemon benchmark: facegated on a replay camera ({} fps), {} decisions per row, {} frame(s) fused per decision, \
-         [models] threads = {}, detect_max_side = {}, track_every = {}; {} ms between decisions; IR liveness check {}; stage columns are ms per frame (mean), as the daemon reports them",
+         [models] threads = {}, detect_max_side = {}, track_every = {}; {} ms between decisions; IR liveness check {}; RGB anti-spoofing check {}; stage columns are ms per frame (mean), as the daemon reports them",
         a.fps, a.runs, a.frames, a.threads, a.detect_max_side, a.track_every, a.pause_ms,
-        if a.ir { "on (grey replay IR camera)" } else { "off" }
+        if a.ir { "on (grey replay IR camera)" } else { "off" },
+        if a.rgb { "on" } else { "off" }
     );
     print!(
         "{}",

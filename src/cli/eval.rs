@@ -16,6 +16,58 @@ pub(crate) enum EvalCmd {
     /// enrolment and unmasked vs unmasked; TAR at FAR, EER, rank 1, mask
     /// presence, FRR/FAR at the manifest's thresholds; writes <out>/report.md.
     M2fred(EvalM2fredArgs),
+    /// RGB anti-spoofing model: BPCER on bona fide folders, APCER on attack
+    /// folders, at each threshold, with the sample sizes (docs/LIVENESS.md).
+    Antispoof(EvalAntispoofArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct EvalAntispoofArgs {
+    /// A folder of bona fide face images (repeatable); `DIR#SUFFIX` keeps
+    /// only files whose names end with SUFFIX (M2FRED masked: `#-1-0.png`).
+    #[arg(long = "bona-fide", value_name = "DIR")]
+    bona_fide: Vec<String>,
+    /// A folder of attack images (photos of photos or screens; repeatable).
+    #[arg(long, value_name = "DIR")]
+    attack: Vec<String>,
+    /// Anti-spoofing bundle.
+    #[arg(long, default_value = "antispoof-rgb")]
+    bundle: String,
+    /// Detector bundle.
+    #[arg(long, default_value = bundle::DEFAULT_DETECTOR)]
+    detector: String,
+    /// At most this many images per folder, evenly spaced in name order (0: all).
+    #[arg(long, default_value_t = 0)]
+    limit: usize,
+    /// Thresholds to report, comma-separated (a face scoring below is refused).
+    #[arg(long, value_delimiter = ',', default_values_t = [0.3, 0.5, 0.7])]
+    thresholds: Vec<f32>,
+}
+
+pub(crate) fn eval_antispoof(models: &Path, a: EvalAntispoofArgs) -> Result<ExitCode> {
+    use crate::eval::antispoof::{run, Options, Set};
+    if a.bona_fide.is_empty() && a.attack.is_empty() {
+        anyhow::bail!("give at least one --bona-fide or --attack folder");
+    }
+    if let Some(t) = a.thresholds.iter().find(|t| !(**t > 0.0 && **t < 1.0)) {
+        anyhow::bail!("--thresholds {t}: expected scores in (0, 1)");
+    }
+    let sets = a
+        .bona_fide
+        .iter()
+        .map(|s| Set::parse(s, false))
+        .chain(a.attack.iter().map(|s| Set::parse(s, true)))
+        .collect();
+    let o = Options {
+        models: models.to_path_buf(),
+        bundle: a.bundle,
+        detector: a.detector,
+        sets,
+        limit: a.limit,
+        thresholds: a.thresholds,
+    };
+    println!("{}", run(&o)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Args)]

@@ -125,6 +125,7 @@ pub fn main() -> ExitCode {
         Cmd::Bench(BenchCmd::Track(a)) => bench_track::bench_track(&models, a),
         Cmd::Eval(EvalCmd::Lfw(a)) => eval::eval_lfw(&models, a),
         Cmd::Eval(EvalCmd::M2fred(a)) => eval::eval_m2fred(&models, a),
+        Cmd::Eval(EvalCmd::Antispoof(a)) => eval::eval_antispoof(&models, a),
         Cmd::Daemon(c) => daemon::run(c),
     };
     match result {

@@ -234,7 +234,7 @@ pub(crate) fn list_models(models: &Path, a: &TrustArgs) -> Result<ExitCode> {
                 let m = &b.manifest;
                 let cos = |v: Option<f32>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
                 let mut thr = match (m.kind, m.calibrated_thresholds()) {
-                    (Kind::Detector, _) => "-".to_string(),
+                    (Kind::Detector | Kind::Antispoof, _) => "-".to_string(),
                     (_, None) => "uncalibrated".to_string(),
                     (_, Some(t)) => {
                         let mut s =

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use crate::bundle::{self, Bundle};
 use crate::daemon::config::Config;
 use crate::engine::{Engine, PeriocularMode};
+use crate::face::antispoof::TractAntispoof;
 use crate::face::detect::{DetectorOptions, TractDetector};
 use crate::face::embed::{Embedder, EmbedderOptions, TractEmbedder};
 use crate::face::track::{TrackOptions, Tracker};
@@ -45,19 +46,27 @@ pub struct Active {
     /// `[models] track_every` 0 or 1). Fresh with every build, so a model
     /// switch starts with a search.
     pub tracker: Option<Tracker>,
+    /// The RGB anti-spoofing model, loaded only when a `[liveness]` policy
+    /// runs it (docs/LIVENESS.md).
+    pub antispoof: Option<TractAntispoof>,
 }
 
 /// What distinguishes one build of the models from another.
-fn fingerprint(cfg: &Config, det: &Bundle, emb: &Bundle) -> String {
+fn fingerprint(cfg: &Config, det: &Bundle, emb: &Bundle, spoof: Option<&Bundle>) -> String {
     format!(
-        "{}|{}|{}|{}|{}|{}|{}",
+        "{}|{}|{}|{}|{}|{}|{}|{}",
         det.dir.display(),
         bundle::sha256_hex(det.manifest_bytes()),
         emb.dir.display(),
         bundle::sha256_hex(emb.manifest_bytes()),
         cfg.models.threads,
         cfg.models.detect_max_side,
-        cfg.models.track_every
+        cfg.models.track_every,
+        spoof.map_or("-".into(), |b| format!(
+            "{}:{}",
+            b.dir.display(),
+            bundle::sha256_hex(b.manifest_bytes())
+        ))
     )
 }
 
@@ -72,7 +81,8 @@ pub fn build(
 ) -> Result<Option<Active>, DaemonError> {
     let mm = |e: String| DaemonError::Models(e);
     let ((det_b, _), (emb_b, _)) = super::open_bundles(cfg)?;
-    let fp = fingerprint(cfg, &det_b, &emb_b);
+    let spoof_b = super::open_antispoof(cfg)?.map(|(b, _)| b);
+    let fp = fingerprint(cfg, &det_b, &emb_b, spoof_b.as_ref());
     if current.is_some_and(|c| c.fingerprint == fp) {
         return Ok(None);
     }
@@ -95,6 +105,11 @@ pub fn build(
     let embedder = TractEmbedder::from_bundle(&emb_b, &emb_opts).map_err(|e| mm(e.to_string()))?;
     let periocular_embedder =
         TractEmbedder::periocular_from_bundle(&emb_b, &emb_opts).map_err(|e| mm(e.to_string()))?;
+    let antispoof = spoof_b
+        .as_ref()
+        .map(TractAntispoof::from_bundle)
+        .transpose()
+        .map_err(|e| mm(format!("anti-spoofing: {e}")))?;
     let align = emb_b
         .manifest
         .align
@@ -141,6 +156,7 @@ pub fn build(
         detector_name: det_b.name().to_string(),
         embedder_id: id,
         fingerprint: fp,
+        antispoof,
         tracker: (cfg.models.track_every > 1).then(|| {
             // A slow camera's frames are far apart: a track lives for three
             // of them (a lost face is searched for on the same frame anyway).

@@ -13,7 +13,7 @@ use crate::bundle::sign::{PublicKey, TrustPolicy};
 use crate::source::{PixelFormat, V4l2Config};
 
 mod liveness;
-pub use liveness::{IrCheck, Liveness, Policy as LivenessPolicy};
+pub use liveness::{IrCheck, Liveness, Policy as LivenessPolicy, RgbCheck};
 
 /// Default config file.
 pub const DEFAULT_PATH: &str = "/etc/facegate/config.toml";

@@ -42,18 +42,59 @@ pub fn check(
     service: Service,
     a: &Analysis,
 ) -> Result<Vec<LivenessCheck>, Vec<LivenessCheck>> {
-    match policy(sh, service) {
-        LivenessPolicy::Off => Ok(Vec::new()),
-        LivenessPolicy::Ir => {
-            let c = ir_check(sh, a);
-            if c.passed {
-                log::debug!("liveness ir passed: {}", c.detail);
-                Ok(vec![c])
-            } else {
-                log::warn!("liveness ir failed: {}", c.detail);
-                Err(vec![c])
-            }
+    let p = policy(sh, service);
+    let mut checks = Vec::new();
+    if p.ir() {
+        checks.push(ir_check(sh, a));
+    }
+    if p.rgb() {
+        checks.push(rgb_check(sh, a));
+    }
+    let mut passed = true;
+    for c in &checks {
+        if c.passed {
+            log::debug!("liveness {} passed: {}", c.check, c.detail);
+        } else {
+            log::warn!("liveness {} failed: {}", c.check, c.detail);
+            passed = false;
         }
+    }
+    if passed {
+        Ok(checks)
+    } else {
+        Err(checks)
+    }
+}
+
+/// The RGB anti-spoofing model's score for the face, on the frame the
+/// decision is about (`[liveness.rgb]`).
+fn rgb_check(sh: &Shared, a: &Analysis) -> LivenessCheck {
+    let out = |passed: bool, detail: String| LivenessCheck {
+        check: "rgb".into(),
+        passed,
+        detail,
+    };
+    let (Some(face), Some(frame)) = (&a.face, &a.frame) else {
+        return out(false, "no face in the colour frame".into());
+    };
+    let act = sh.active();
+    let Some(model) = &act.antispoof else {
+        return out(
+            false,
+            "the anti-spoofing model is not loaded ([liveness.rgb] bundle)".into(),
+        );
+    };
+    let min = sh.cfg.load().liveness.rgb.min_score;
+    match sh
+        .inference
+        .run(|| model.score(&frame.image, face.face.bbox))
+    {
+        Ok(s) if s >= min => out(true, format!("score {s:.2} (at least {min:.2})")),
+        Ok(s) => out(
+            false,
+            format!("score {s:.2} below {min:.2}: looks like a photo or a screen"),
+        ),
+        Err(e) => out(false, format!("anti-spoofing failed: {e}")),
     }
 }
 

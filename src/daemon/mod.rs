@@ -302,34 +302,50 @@ pub type SignedBundle = (Bundle, bundle::sign::Status);
 /// bundle's signature; one not signed by a trusted key (admitted by
 /// `allow_unsigned`) is a warning.
 pub fn open_bundles(cfg: &Config) -> Result<(SignedBundle, SignedBundle), DaemonError> {
+    let det = open_signed(cfg, "detector", &cfg.models.detector, Kind::Detector)?;
+    let emb = open_signed(cfg, "embedder", &cfg.models.embedder, Kind::Embedder)?;
+    Ok((det, emb))
+}
+
+/// The anti-spoofing bundle `[liveness.rgb]` names, opened like the others,
+/// when a service's policy runs the RGB check; None when none does.
+pub fn open_antispoof(cfg: &Config) -> Result<Option<SignedBundle>, DaemonError> {
+    let l = &cfg.liveness;
+    if !(l.pam.rgb() || l.door.rgb()) {
+        return Ok(None);
+    }
+    open_signed(cfg, "anti-spoofing", &l.rgb.bundle, Kind::Antispoof).map(Some)
+}
+
+fn open_signed(
+    cfg: &Config,
+    role: &str,
+    name: &str,
+    kind: Kind,
+) -> Result<SignedBundle, DaemonError> {
     let dir = cfg
         .models
         .dir
         .clone()
         .unwrap_or_else(bundle::default_models_dir);
     let policy = cfg.models.trust_policy()?;
-    let open = |role: &str, name: &str, kind: Kind| {
-        let (b, st) = Bundle::open_named_trusted(&dir, name, &policy)
-            .map_err(|e| DaemonError::Models(format!("{role}: {e}")))?;
-        b.expect_kind(kind)
-            .map_err(|e| DaemonError::Models(e.to_string()))?;
-        match st {
-            bundle::sign::Status::Trusted(_) => log::info!("{role} bundle {}: {st}", b.name()),
-            // A development machine: nothing to verify against.
-            _ if policy.trusted_keys.is_empty() => log::info!(
-                "{role} bundle {}: {st}; signatures not enforced (no [models] trusted_keys; docs/SIGNING.md)",
-                b.name()
-            ),
-            _ => log::warn!(
-                "{role} bundle {}: {st}, loaded because models.allow_unsigned (docs/SIGNING.md)",
-                b.name()
-            ),
-        }
-        Ok::<_, DaemonError>((b, st))
-    };
-    let det = open("detector", &cfg.models.detector, Kind::Detector)?;
-    let emb = open("embedder", &cfg.models.embedder, Kind::Embedder)?;
-    Ok((det, emb))
+    let (b, st) = Bundle::open_named_trusted(&dir, name, &policy)
+        .map_err(|e| DaemonError::Models(format!("{role}: {e}")))?;
+    b.expect_kind(kind)
+        .map_err(|e| DaemonError::Models(format!("{role}: {e}")))?;
+    match st {
+        bundle::sign::Status::Trusted(_) => log::info!("{role} bundle {}: {st}", b.name()),
+        // A development machine: nothing to verify against.
+        _ if policy.trusted_keys.is_empty() => log::info!(
+            "{role} bundle {}: {st}; signatures not enforced (no [models] trusted_keys; docs/SIGNING.md)",
+            b.name()
+        ),
+        _ => log::warn!(
+            "{role} bundle {}: {st}, loaded because models.allow_unsigned (docs/SIGNING.md)",
+            b.name()
+        ),
+    }
+    Ok((b, st))
 }
 
 /// Extra checks for `--check-config`: groups exist, bundles verify (and
@@ -349,8 +365,17 @@ pub fn check(cfg: &Config) -> Result<Checked, DaemonError> {
         }
     }
     let ((det, det_st), (emb, emb_st)) = open_bundles(cfg)?;
+    let spoof = open_antispoof(cfg)?;
+    if let Some((b, _)) = &spoof {
+        crate::face::antispoof::TractAntispoof::from_bundle(b)
+            .map_err(|e| DaemonError::Models(format!("anti-spoofing: {e}")))?;
+    }
     let mut bundles = Vec::new();
-    for (role, b, st) in [("detector", &det, det_st), ("embedder", &emb, emb_st)] {
+    let mut roles = vec![("detector", &det, det_st), ("embedder", &emb, emb_st)];
+    if let Some((b, st)) = &spoof {
+        roles.push(("anti-spoofing", b, *st));
+    }
+    for (role, b, st) in roles {
         bundles.push(format!("{role} {}: {st}", b.name()));
         if !matches!(st, bundle::sign::Status::Trusted(_)) {
             warn.push(format!(
@@ -586,6 +611,12 @@ fn log_liveness(cfg: &Config) {
                 "liveness for {what}: off — a photo or screen replay of an enrolled face is accepted (docs/LIVENESS.md)"
             ),
             config::LivenessPolicy::Ir => log::info!("liveness for {what}: IR check"),
+            config::LivenessPolicy::Rgb => log::warn!(
+                "liveness for {what}: RGB anti-spoofing model only — measured weak, it does not stop a screen replay (docs/LIVENESS.md)"
+            ),
+            config::LivenessPolicy::IrRgb => {
+                log::info!("liveness for {what}: IR check and RGB anti-spoofing model")
+            }
         }
     }
 }

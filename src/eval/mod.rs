@@ -13,6 +13,7 @@
 //! rules and simulates the mixed rule as deployed; [`track`] measures
 //! detection by tracking against the whole-frame detector.
 
+pub mod antispoof;
 pub mod cache;
 pub mod calibrate;
 pub mod crops;

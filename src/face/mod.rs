@@ -8,6 +8,7 @@
 //! annotates.
 
 pub mod align;
+pub mod antispoof;
 pub mod detect;
 pub mod draw;
 pub mod embed;

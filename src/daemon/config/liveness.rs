@@ -17,6 +17,12 @@ pub enum Policy {
     /// A live-looking face in the IR camera's frame at the same place and
     /// time (`[camera.ir]` must be configured).
     Ir,
+    /// The RGB anti-spoofing model's score at least `[liveness.rgb]
+    /// min_score` (measured weak: docs/LIVENESS.md).
+    Rgb,
+    /// Both checks.
+    #[serde(rename = "ir+rgb")]
+    IrRgb,
 }
 
 impl Policy {
@@ -24,7 +30,19 @@ impl Policy {
         match self {
             Policy::Off => "off",
             Policy::Ir => "ir",
+            Policy::Rgb => "rgb",
+            Policy::IrRgb => "ir+rgb",
         }
+    }
+
+    /// Whether the IR check runs.
+    pub fn ir(self) -> bool {
+        matches!(self, Policy::Ir | Policy::IrRgb)
+    }
+
+    /// Whether the RGB anti-spoofing check runs.
+    pub fn rgb(self) -> bool {
+        matches!(self, Policy::Rgb | Policy::IrRgb)
     }
 }
 
@@ -36,6 +54,26 @@ pub struct Liveness {
     /// Door mode (events) and identify requests.
     pub door: Policy,
     pub ir: IrCheck,
+    pub rgb: RgbCheck,
+}
+
+/// The RGB anti-spoofing check: which bundle, and the score it needs.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RgbCheck {
+    /// An `antispoof` bundle in the models directory (signed like the others).
+    pub bundle: String,
+    /// The score (0–1, higher = real) below which a face is refused.
+    pub min_score: f32,
+}
+
+impl Default for RgbCheck {
+    fn default() -> Self {
+        RgbCheck {
+            bundle: crate::bundle::DEFAULT_ANTISPOOF.into(),
+            min_score: 0.5,
+        }
+    }
 }
 
 /// The IR check: geometry (`facegate calibrate-ir` measures it) and limits.
@@ -93,11 +131,25 @@ impl Liveness {
     pub fn validate(&self, has_ir: bool) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         for (k, p) in [("pam", self.pam), ("door", self.door)] {
-            if p == Policy::Ir && !has_ir {
+            if p.ir() && !has_ir {
                 return bad(format!(
-                    "liveness.{k} = \"ir\" needs an IR camera: configure [camera.ir] (docs/LIVENESS.md)"
+                    "liveness.{k} = {:?} needs an IR camera: configure [camera.ir] (docs/LIVENESS.md)",
+                    p.name()
                 ));
             }
+        }
+        let rgb = &self.rgb;
+        if rgb.bundle.is_empty() || rgb.bundle.contains('/') || rgb.bundle.starts_with('.') {
+            return bad(format!(
+                "liveness.rgb.bundle {:?} is not a bundle name",
+                rgb.bundle
+            ));
+        }
+        if !(rgb.min_score > 0.0 && rgb.min_score < 1.0) {
+            return bad(format!(
+                "liveness.rgb.min_score {} is not in (0, 1)",
+                rgb.min_score
+            ));
         }
         let ir = &self.ir;
         for (k, v) in [("scale[0]", ir.scale[0]), ("scale[1]", ir.scale[1])] {
@@ -169,7 +221,42 @@ mod tests {
                 offset: [12.0, -3.5]
             }
         );
-        assert!(parse("[liveness]\npam = \"rgb\"\n").is_err());
+        assert!(parse("[liveness]\npam = \"face\"\n").is_err());
+    }
+
+    #[test]
+    fn rgb_needs_no_camera_and_ir_plus_rgb_needs_the_ir_one() {
+        let c = parse("[liveness]\ndoor = \"rgb\"\n").unwrap();
+        assert_eq!(c.liveness.door, Policy::Rgb);
+        assert!(c.liveness.door.rgb() && !c.liveness.door.ir());
+        assert_eq!(c.liveness.rgb, RgbCheck::default());
+        let e = parse("[liveness]\npam = \"ir+rgb\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("liveness.pam = \"ir+rgb\" needs an IR camera"),
+            "{e}"
+        );
+        let c = parse(&format!(
+            "[liveness]\npam = \"ir+rgb\"\n[liveness.rgb]\nbundle = \"mine\"\nmin_score = 0.8\n{IR_CAMERA}"
+        ))
+        .unwrap();
+        assert!(c.liveness.pam.ir() && c.liveness.pam.rgb());
+        assert_eq!(
+            (c.liveness.rgb.bundle.as_str(), c.liveness.rgb.min_score),
+            ("mine", 0.8)
+        );
+        for (line, key) in [
+            ("min_score = 1.0", "min_score"),
+            ("min_score = 0.0", "min_score"),
+            ("bundle = \"../x\"", "bundle"),
+            ("bundle = \"\"", "bundle"),
+        ] {
+            let e = parse(&format!("[liveness.rgb]\n{line}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("liveness.rgb.{key}")), "{line}: {e}");
+        }
     }
 
     #[test]
