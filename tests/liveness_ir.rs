@@ -59,12 +59,7 @@ struct Rig {
 fn write_config(dir: &Path, cam: &Path, ir: &Path, liveness: &str) -> PathBuf {
     let text = format!(
         r#"
-[daemon]
-socket = "{sock}"
-state_dir = "{state}"
-[models]
-dir = "{models}"
-[camera]
+{head}[camera]
 kind = "replay"
 replay = ["{cam}"]
 fps = 4
@@ -88,9 +83,7 @@ free_failures = 1000
 [enroll]
 synthetic_masks = []
 {liveness}"#,
-        sock = dir.join("unused.sock").display(),
-        state = dir.join("state").display(),
-        models = common::models_dir().display(),
+        head = common::config_head(dir),
         cam = cam.display(),
         ir = ir.display(),
     );

@@ -33,12 +33,7 @@ fn show(cam: &Path, img: &Path) {
 fn write_config(dir: &Path, embedder: &str, extra: &str) -> PathBuf {
     let cfg = format!(
         r#"
-[daemon]
-socket = "{sock}"
-state_dir = "{state}"
-[models]
-dir = "{models}"
-embedder = "{embedder}"
+{head}embedder = "{embedder}"
 [camera]
 kind = "replay"
 replay = ["{cam}"]
@@ -52,9 +47,7 @@ max_frames = 3
 [enroll]
 synthetic_masks = []
 {extra}"#,
-        sock = dir.join("unused.sock").display(),
-        state = dir.join("state").display(),
-        models = common::models_dir().display(),
+        head = common::config_head(dir),
         cam = dir.join("cam").display(),
     );
     let path = dir.join("config.toml");

@@ -101,42 +101,11 @@ impl TractAntispoof {
             Layout::Nhwc => m.input.shape[1],
             Layout::Nchw => m.input.shape[2],
         } as usize;
-        crate::cpu::ensure();
-        let model = tract_onnx::onnx()
-            .with_ignore_value_info(true)
-            .with_ignore_output_shapes(true)
-            .model_for_read(&mut bundle.model_bytes())
-            .map_err(load)?;
-        let inputs = model.input_outlets().map_err(load)?;
-        let [input] = inputs else {
-            return Err(mismatch(format!(
-                "the model has {} inputs, expected 1",
-                inputs.len()
-            )));
-        };
-        let input_name = &model.node(input.node).name;
-        if input_name != &m.input.name {
-            return Err(mismatch(format!(
-                "the model's input is {input_name:?}, the manifest says {:?}",
-                m.input.name
-            )));
-        }
-        let outputs = model.output_outlets().map_err(load)?;
-        let labels: Vec<String> = outputs
-            .iter()
-            .map(|o| {
-                model
-                    .outlet_label(*o)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| model.node(o.node).name.clone())
-            })
-            .collect();
-        if labels != [sec.output.clone()] {
-            return Err(mismatch(format!(
-                "the model's outputs are {labels:?}, the manifest says {:?}",
-                sec.output
-            )));
-        }
+        let model = super::read_onnx(bundle.model_bytes(), &m.input.name, &[sec.output.as_str()])
+            .map_err(|e| match e {
+            super::IoMismatch::Tract(e) => load(e),
+            super::IoMismatch::Names(m) => mismatch(m),
+        })?;
         let shape = match m.input.layout {
             Layout::Nhwc => [1, size, size, 3],
             Layout::Nchw => [1, 3, size, size],

@@ -327,16 +327,7 @@ impl TractDetector {
             .with_ignore_output_shapes(true)
             .model_for_read(&mut reader)
             .map_err(load)?;
-        let outputs = model.output_outlets().map_err(load)?;
-        let names: Vec<String> = outputs
-            .iter()
-            .map(|o| {
-                model
-                    .outlet_label(*o)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| model.node(o.node).name.clone())
-            })
-            .collect();
+        let names = super::output_names(&model).map_err(load)?;
         let mut order = [0usize; 3];
         for (k, want) in cfg.outputs.iter().enumerate() {
             order[k] = names.iter().position(|n| n == want).ok_or_else(|| {

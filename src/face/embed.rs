@@ -220,7 +220,7 @@ impl TractEmbedder {
 
     fn from_model(
         bundle: &Bundle,
-        mut reader: &[u8],
+        reader: &[u8],
         name: String,
         sha256: &str,
         opts: &EmbedderOptions,
@@ -246,47 +246,13 @@ impl TractEmbedder {
             .ok_or_else(|| mismatch("no [align] section".into()))?;
         let size = al.size;
 
-        // Shapes recorded in the file (value_info, output shapes) carry a
-        // symbolic batch that would clash with our fixed one; tract infers
-        // them, and the output shape is checked against the manifest below.
-        // First the CPU policy (AMX off unless asked): tract picks kernels once.
-        crate::cpu::ensure();
-        let model = tract_onnx::onnx()
-            .with_ignore_value_info(true)
-            .with_ignore_output_shapes(true)
-            .model_for_read(&mut reader)
-            .map_err(load)?;
-        let inputs = model.input_outlets().map_err(load)?;
-        if inputs.len() != 1 {
-            return Err(mismatch(format!(
-                "the model has {} inputs, expected 1",
-                inputs.len()
-            )));
-        }
-        let input_name = &model.node(inputs[0].node).name;
-        if input_name != &m.input.name {
-            return Err(mismatch(format!(
-                "the model's input is {input_name:?}, the manifest says {:?}",
-                m.input.name
-            )));
-        }
-        let outputs = model.output_outlets().map_err(load)?;
-        // tract keeps ONNX tensor names as outlet labels (node names differ).
-        let output_names: Vec<String> = outputs
-            .iter()
-            .map(|o| {
-                model
-                    .outlet_label(*o)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| model.node(o.node).name.clone())
-            })
-            .collect();
-        if output_names != [out.name.clone()] {
-            return Err(mismatch(format!(
-                "the model's outputs are {output_names:?}, the manifest says {:?}",
-                out.name
-            )));
-        }
+        // Shapes recorded in the file carry a symbolic batch that would
+        // clash with our fixed one (`read_onnx` ignores them).
+        let model =
+            super::read_onnx(reader, &m.input.name, &[out.name.as_str()]).map_err(|e| match e {
+                super::IoMismatch::Tract(e) => load(e),
+                super::IoMismatch::Names(m) => mismatch(m),
+            })?;
 
         let exec = executor(opts.threads)?;
         let run_opts = RunOptions {

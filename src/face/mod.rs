@@ -42,3 +42,67 @@ pub(crate) fn tract_executor(
         tract_onnx::prelude::multithread::Executor::MultiThread(std::sync::Arc::new(pool)),
     ))
 }
+
+/// The labels of a model's outputs as tract keeps them: the ONNX tensor
+/// names (node names differ), the node's name where a tensor has none.
+pub(crate) fn output_names(
+    model: &tract_onnx::prelude::InferenceModel,
+) -> tract_onnx::prelude::TractResult<Vec<String>> {
+    Ok(model
+        .output_outlets()?
+        .iter()
+        .map(|o| {
+            model
+                .outlet_label(*o)
+                .map(str::to_string)
+                .unwrap_or_else(|| model.node(o.node).name.clone())
+        })
+        .collect())
+}
+
+/// Why a model does not fit its manifest's input and output names.
+pub(crate) enum IoMismatch {
+    /// tract could not answer (a broken graph).
+    Tract(tract_onnx::prelude::TractError),
+    /// The names differ: the message says how.
+    Names(String),
+}
+
+/// Read a bundle's ONNX model for a fixed input shape set later (recorded
+/// value info and output shapes are ignored: tract infers them, and the
+/// callers check the output shape against the manifest), after the CPU
+/// policy (AMX off unless asked: tract picks kernels once), and check it has
+/// one input named `input` and exactly the outputs `outputs`.
+pub(crate) fn read_onnx(
+    mut bytes: &[u8],
+    input: &str,
+    outputs: &[&str],
+) -> Result<tract_onnx::prelude::InferenceModel, IoMismatch> {
+    use tract_onnx::prelude::*;
+    crate::cpu::ensure();
+    let model = tract_onnx::onnx()
+        .with_ignore_value_info(true)
+        .with_ignore_output_shapes(true)
+        .model_for_read(&mut bytes)
+        .map_err(IoMismatch::Tract)?;
+    let inputs = model.input_outlets().map_err(IoMismatch::Tract)?;
+    let [first] = inputs else {
+        return Err(IoMismatch::Names(format!(
+            "the model has {} inputs, expected 1",
+            inputs.len()
+        )));
+    };
+    let name = &model.node(first.node).name;
+    if name != input {
+        return Err(IoMismatch::Names(format!(
+            "the model's input is {name:?}, the manifest says {input:?}"
+        )));
+    }
+    let names = output_names(&model).map_err(IoMismatch::Tract)?;
+    if names != outputs {
+        return Err(IoMismatch::Names(format!(
+            "the model's outputs are {names:?}, the manifest says {outputs:?}"
+        )));
+    }
+    Ok(model)
+}

@@ -104,6 +104,18 @@ pub fn reference() -> Reference {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", p.display()))
 }
 
+/// The start of a test daemon's config: `[daemon]` with a socket and
+/// state dir inside `dir` (the service tests never bind the socket), and
+/// `[models]` with the built bundles; `[models]` keys may follow.
+pub fn config_head(dir: &std::path::Path) -> String {
+    format!(
+        "[daemon]\nsocket = \"{}\"\nstate_dir = \"{}\"\n[models]\ndir = \"{}\"\n",
+        dir.join("unused.sock").display(),
+        dir.join("state").display(),
+        models_dir().display()
+    )
+}
+
 pub fn crop_path(file: &str) -> PathBuf {
     models_dir().join("reference/crops").join(file)
 }
