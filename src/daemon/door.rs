@@ -26,6 +26,28 @@ fn broadcast(sh: &Shared, ev: &DoorEvent) {
     });
 }
 
+/// After a face matched but failed a liveness check, the same user's face
+/// is checked again only this much later (or once the view has been
+/// empty): a phone held up to the door costs two checks a second, not one
+/// per frame, and the person arriving after it waits at most this long.
+pub const LIVENESS_RETRY: Duration = Duration::from_millis(500);
+
+/// The liveness refusal in force: who, and when.
+#[derive(Debug, Clone, PartialEq)]
+struct Refused {
+    user: String,
+    at: Instant,
+}
+
+/// Whether `user`'s matching face needs the liveness checks now, given the
+/// last refusal (None: none since the view was last empty).
+fn check_due(last: Option<&Refused>, user: &str, now: Instant) -> bool {
+    match last {
+        Some(r) if r.user == user => now.saturating_duration_since(r.at) >= LIVENESS_RETRY,
+        _ => true,
+    }
+}
+
 /// Door mode: while someone subscribes (or `door.always`), identify
 /// continuously and announce each arrival once; a user is announced again
 /// only after being absent for `door.cooldown_ms`.
@@ -40,9 +62,9 @@ fn door_loop(sh: &Arc<Shared>) {
     let mut after = 0;
     // The last refusal logged, so a refused door logs once, not per frame.
     let mut refused: Option<String> = None;
-    // The user whose liveness refusal was logged last, likewise (until an
-    // arrival is announced).
-    let mut refused_live: Option<String> = None;
+    // The last liveness refusal (until an arrival is announced or the view
+    // is empty): logged once, and re-checked only after LIVENESS_RETRY.
+    let mut refused_live: Option<Refused> = None;
     loop {
         let cfg = sh.cfg.load_full();
         let wanted = cfg.door.always || !lock(&sh.subscribers).is_empty();
@@ -89,6 +111,7 @@ fn door_loop(sh: &Arc<Shared>) {
         let Some(f) = &a.face else {
             window.clear();
             arrival = None;
+            refused_live = None;
             continue;
         };
         arrival.get_or_insert(Instant::now());
@@ -122,19 +145,22 @@ fn door_loop(sh: &Arc<Shared>) {
             .is_some_and(|t| now.duration_since(*t) < cooldown);
         if passes.len() as u32 >= cfg.decision.min_frames {
             if !announced_recently {
+                if !check_due(refused_live.as_ref(), &user, now) {
+                    continue;
+                }
                 // A match: now whether it is a live face (`[liveness] door`).
                 let liveness = match super::liveness::check(sh, Service::Door, &a) {
                     Ok(checks) => checks,
                     Err(checks) => {
                         // Not announced, not marked as seen: the real
                         // person arriving next is still announced.
-                        if refused_live.as_deref() != Some(user.as_str()) {
+                        if refused_live.as_ref().is_none_or(|r| r.user != user) {
                             log::warn!(
                                 "door: {user} matched but was refused: {}",
                                 proto::liveness_line(&checks)
                             );
-                            refused_live = Some(user);
                         }
+                        refused_live = Some(Refused { user, at: now });
                         continue;
                     }
                 };
@@ -158,5 +184,29 @@ fn door_loop(sh: &Arc<Shared>) {
         if last_seen.len() > 10_000 {
             last_seen.retain(|_, t| now.duration_since(*t) < cooldown);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_face_is_checked_again_only_after_the_retry_delay() {
+        let t0 = Instant::now();
+        let r = Refused {
+            user: "ann".into(),
+            at: t0,
+        };
+        assert!(check_due(None, "ann", t0));
+        assert!(!check_due(Some(&r), "ann", t0));
+        assert!(!check_due(
+            Some(&r),
+            "ann",
+            t0 + LIVENESS_RETRY - Duration::from_millis(1)
+        ));
+        assert!(check_due(Some(&r), "ann", t0 + LIVENESS_RETRY));
+        // Someone else's face is checked at once.
+        assert!(check_due(Some(&r), "bob", t0));
     }
 }
