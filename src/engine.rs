@@ -73,12 +73,17 @@ pub struct Analysis {
     /// daemon; empty elsewhere): a frame analysed by the engine in use
     /// before a model switch is never compared with the new gallery.
     pub embedder_sha: String,
-    /// When the frame was captured (set by the daemon's analyzer; the
-    /// liveness check pairs it with an IR frame). None elsewhere.
-    pub captured: Option<Instant>,
-    /// The frame itself (set by the daemon's analyzer: the RGB
+    /// The frame analysed, with its capture time (set by the daemon's
+    /// analyzer: the IR check pairs it with an IR frame, the RGB
     /// anti-spoofing check crops the face from it). None elsewhere.
     pub frame: Option<std::sync::Arc<crate::source::Frame>>,
+}
+
+impl Analysis {
+    /// When the frame was captured, if the daemon's analyzer said.
+    pub fn captured(&self) -> Option<Instant> {
+        self.frame.as_ref().map(|f| f.captured)
+    }
 }
 
 /// Operating thresholds (cosine) per probe condition.
@@ -242,7 +247,6 @@ impl Engine {
                 face: None,
                 stages: st,
                 embedder_sha: String::new(),
-                captured: None,
                 frame: None,
             });
         };
@@ -316,7 +320,6 @@ impl Engine {
             }),
             stages: st,
             embedder_sha: String::new(),
-            captured: None,
             frame: None,
         })
     }

@@ -407,13 +407,11 @@ impl Analyzer {
                     face: None,
                     stages: Stages::default(),
                     embedder_sha: String::new(),
-                    captured: None,
                     frame: None,
                 }
             }
         };
         analysis.stages.capture_ms = capture_ms;
-        analysis.captured = Some(frame.captured);
         analysis.frame = Some(frame.clone());
         let analysis = Arc::new(analysis);
         lock(&self.st).last = Some(Cached {

@@ -112,7 +112,7 @@ fn ir_check(sh: &Shared, a: &Analysis) -> LivenessCheck {
     let Some(face) = &a.face else {
         return fail("no face in the colour frame".into());
     };
-    let Some(at) = a.captured else {
+    let Some(at) = a.captured() else {
         return fail("the colour frame's capture time is unknown".into());
     };
     let cfg = sh.cfg.load();
@@ -190,7 +190,7 @@ pub fn calibrate(sh: &Shared, frames: u32, timeout_ms: u64) -> Result<IrCalibrat
         };
         after = c;
         looked += 1;
-        let (Some(f), Some(at)) = (&a.face, a.captured) else {
+        let (Some(f), Some(at)) = (&a.face, a.captured()) else {
             continue;
         };
         if f.faces != 1 {
