@@ -15,7 +15,7 @@ use std::time::Instant;
 use image::{imageops, RgbImage};
 use tract_onnx::prelude::*;
 
-use crate::bundle::{Bundle, BundleError, Colour, Kind, Layout};
+use crate::bundle::{Bundle, BundleError, Kind, Layout};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AntispoofError {
@@ -36,12 +36,8 @@ type Plan = std::sync::Arc<TypedRunnableModel>;
 /// A loaded anti-spoofing bundle.
 pub struct TractAntispoof {
     name: String,
-    size: u32,
+    input: super::CropInput,
     crop_scale: f32,
-    layout: Layout,
-    colour: Colour,
-    mean: [f32; 3],
-    inv_std: [f32; 3],
     plan: Plan,
 }
 
@@ -106,10 +102,8 @@ impl TractAntispoof {
             super::IoMismatch::Tract(e) => load(e),
             super::IoMismatch::Names(m) => mismatch(m),
         })?;
-        let shape = match m.input.layout {
-            Layout::Nhwc => [1, size, size, 3],
-            Layout::Nchw => [1, 3, size, size],
-        };
+        let input = super::CropInput::new(&m.input, size as u32);
+        let shape = input.shape(1);
         let typed = model
             .with_input_fact(0, f32::fact(shape).into())
             .and_then(|m| m.into_optimized())
@@ -127,14 +121,9 @@ impl TractAntispoof {
             t0.elapsed().as_secs_f64() * 1e3,
             sec.crop_scale
         );
-        let s = &m.input.std;
         Ok(TractAntispoof {
-            size: size as u32,
+            input,
             crop_scale: sec.crop_scale,
-            layout: m.input.layout,
-            colour: m.input.colour,
-            mean: m.input.mean,
-            inv_std: [1.0 / s[0], 1.0 / s[1], 1.0 / s[2]],
             plan,
             name,
         })
@@ -146,44 +135,28 @@ impl TractAntispoof {
 
     /// Side of the network's square input.
     pub fn size(&self) -> u32 {
-        self.size
+        self.input.size
     }
 
     /// The score of the face at `bbox` in `img` (higher = real).
     pub fn score(&self, img: &RgbImage, bbox: [f32; 4]) -> Result<f32, AntispoofError> {
-        let c = crop(img, bbox, self.crop_scale, self.size).ok_or(AntispoofError::BadBox(bbox))?;
+        let c = crop(img, bbox, self.crop_scale, self.input.size)
+            .ok_or(AntispoofError::BadBox(bbox))?;
         self.score_crop(&c)
     }
 
     /// The score of a crop already at the network's size (the parity test's
     /// entry point: the build's own crops).
     pub fn score_crop(&self, c: &RgbImage) -> Result<f32, AntispoofError> {
-        let s = self.size as usize;
-        if c.dimensions() != (self.size, self.size) {
-            return Err(AntispoofError::Inference(format!(
-                "crop is {}x{}, the network takes {s}x{s}",
-                c.width(),
-                c.height()
-            )));
-        }
-        let ch = |k: usize| match self.colour {
-            Colour::Rgb => k,
-            Colour::Bgr => 2 - k,
-        };
-        let value = |y: usize, x: usize, k: usize| {
-            let p = c.get_pixel(x as u32, y as u32)[ch(k)] as f32;
-            (p - self.mean[k]) * self.inv_std[k]
-        };
-        let t: Tensor = match self.layout {
-            Layout::Nhwc => {
-                tract_ndarray::Array4::from_shape_fn((1, s, s, 3), |(_, y, x, k)| value(y, x, k))
-                    .into()
-            }
-            Layout::Nchw => {
-                tract_ndarray::Array4::from_shape_fn((1, 3, s, s), |(_, k, y, x)| value(y, x, k))
-                    .into()
-            }
-        };
+        let t = self.input.tensor(&[c]).map_err(|e| {
+            AntispoofError::Inference(match e {
+                super::InputError::Size { width, height } => {
+                    let s = self.input.size;
+                    format!("crop is {width}x{height}, the network takes {s}x{s}")
+                }
+                super::InputError::Tensor(m) => m,
+            })
+        })?;
         let out = self
             .plan
             .run(tvec!(t.into()))

@@ -10,7 +10,7 @@ use std::time::Instant;
 use image::RgbImage;
 use tract_onnx::prelude::*;
 
-use crate::bundle::{Bundle, BundleError, Colour, Kind, Layout, Manifest};
+use crate::bundle::{Bundle, BundleError, Kind, Manifest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
@@ -147,11 +147,7 @@ pub struct TractEmbedder {
     name: String,
     sha256: String,
     dim: usize,
-    size: u32,
-    layout: Layout,
-    colour: Colour,
-    mean: [f32; 3],
-    inv_std: [f32; 3],
+    input: super::CropInput,
     /// (batch size, plan), largest batch first; always ends with batch 1.
     plans: Vec<(usize, Plan)>,
     precision: Precision,
@@ -263,14 +259,11 @@ impl TractEmbedder {
         if batches[0] != 1 {
             batches.push(1);
         }
-        let s = size as usize;
+        let input = super::CropInput::new(&m.input, size);
         let mut plans = Vec::new();
         let mut rewritten = 0;
         for b in batches {
-            let shape = match m.input.layout {
-                Layout::Nhwc => [b, s, s, 3],
-                Layout::Nchw => [b, 3, s, s],
-            };
+            let shape = input.shape(b);
             let mut typed = model
                 .clone()
                 .with_input_fact(0, f32::fact(shape).into())
@@ -303,12 +296,6 @@ impl TractEmbedder {
             let plan = typed.into_runnable_with_options(&run_opts).map_err(load)?;
             plans.push((b, plan));
         }
-        let mean = m.input.mean;
-        let inv_std = [
-            1.0 / m.input.std[0],
-            1.0 / m.input.std[1],
-            1.0 / m.input.std[2],
-        ];
         let load_time = t0.elapsed();
         log::info!(
             "embedder {} loaded in {:.0} ms (batches {:?}, {} thread(s))",
@@ -321,11 +308,7 @@ impl TractEmbedder {
             name,
             sha256: sha256.to_string(),
             dim: out.dim,
-            size,
-            layout: m.input.layout,
-            colour: m.input.colour,
-            mean,
-            inv_std,
+            input,
             plans,
             precision: opts.precision,
             load_time,
@@ -351,48 +334,14 @@ impl TractEmbedder {
 
     /// Normalise crops into the model's input tensor.
     fn input_tensor(&self, crops: &[&RgbImage]) -> Result<Tensor, EmbedError> {
-        let s = self.size as usize;
-        let n = crops.len();
-        let mut data = vec![0f32; n * s * s * 3];
-        let order: [usize; 3] = match self.colour {
-            Colour::Rgb => [0, 1, 2],
-            Colour::Bgr => [2, 1, 0],
-        };
-        for (i, crop) in crops.iter().enumerate() {
-            if crop.width() != self.size || crop.height() != self.size {
-                return Err(EmbedError::CropSize {
-                    width: crop.width(),
-                    height: crop.height(),
-                    size: self.size,
-                });
-            }
-            let base = i * s * s * 3;
-            let raw = crop.as_raw();
-            match self.layout {
-                Layout::Nhwc => {
-                    for (p, px) in raw.chunks_exact(3).enumerate() {
-                        for c in 0..3 {
-                            data[base + p * 3 + c] =
-                                (px[order[c]] as f32 - self.mean[c]) * self.inv_std[c];
-                        }
-                    }
-                }
-                Layout::Nchw => {
-                    for (p, px) in raw.chunks_exact(3).enumerate() {
-                        for c in 0..3 {
-                            data[base + c * s * s + p] =
-                                (px[order[c]] as f32 - self.mean[c]) * self.inv_std[c];
-                        }
-                    }
-                }
-            }
-        }
-        let shape = match self.layout {
-            Layout::Nhwc => [n, s, s, 3],
-            Layout::Nchw => [n, 3, s, s],
-        };
-        let t = Tensor::from_shape(&shape, &data)
-            .map_err(|e| EmbedError::Inference(format!("{e:#}")))?;
+        let t = self.input.tensor(crops).map_err(|e| match e {
+            super::InputError::Size { width, height } => EmbedError::CropSize {
+                width,
+                height,
+                size: self.input.size,
+            },
+            super::InputError::Tensor(m) => EmbedError::Inference(m),
+        })?;
         match self.precision {
             Precision::F32 => Ok(t),
             Precision::F16 => t
@@ -477,7 +426,7 @@ impl Embedder for TractEmbedder {
     }
 
     fn crop_size(&self) -> u32 {
-        self.size
+        self.input.size
     }
 
     fn embed_batch(&self, crops: &[&RgbImage]) -> Result<Vec<Embedding>, EmbedError> {

@@ -106,3 +106,135 @@ pub(crate) fn read_onnx(
     }
     Ok(model)
 }
+
+/// How a network takes square face crops: side, layout, channel order and
+/// normalisation (`x' = (x - mean) / std`, per channel in the manifest's
+/// colour order), from a bundle's `[input]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct CropInput {
+    pub size: u32,
+    pub layout: crate::bundle::Layout,
+    pub colour: crate::bundle::Colour,
+    pub mean: [f32; 3],
+    pub inv_std: [f32; 3],
+}
+
+impl CropInput {
+    pub fn new(input: &crate::bundle::InputSection, size: u32) -> CropInput {
+        let s = input.std;
+        CropInput {
+            size,
+            layout: input.layout,
+            colour: input.colour,
+            mean: input.mean,
+            inv_std: [1.0 / s[0], 1.0 / s[1], 1.0 / s[2]],
+        }
+    }
+
+    /// The network's input shape for a batch of `n`.
+    pub fn shape(&self, n: usize) -> [usize; 4] {
+        let s = self.size as usize;
+        match self.layout {
+            crate::bundle::Layout::Nhwc => [n, s, s, 3],
+            crate::bundle::Layout::Nchw => [n, 3, s, s],
+        }
+    }
+
+    /// The batch tensor for `crops`.
+    pub fn tensor(
+        &self,
+        crops: &[&image::RgbImage],
+    ) -> Result<tract_onnx::prelude::Tensor, InputError> {
+        use crate::bundle::{Colour, Layout};
+        let s = self.size as usize;
+        let n = crops.len();
+        let mut data = vec![0f32; n * s * s * 3];
+        let order: [usize; 3] = match self.colour {
+            Colour::Rgb => [0, 1, 2],
+            Colour::Bgr => [2, 1, 0],
+        };
+        for (i, crop) in crops.iter().enumerate() {
+            if crop.dimensions() != (self.size, self.size) {
+                return Err(InputError::Size {
+                    width: crop.width(),
+                    height: crop.height(),
+                });
+            }
+            let base = i * s * s * 3;
+            for (p, px) in crop.as_raw().chunks_exact(3).enumerate() {
+                for c in 0..3 {
+                    let at = match self.layout {
+                        Layout::Nhwc => base + p * 3 + c,
+                        Layout::Nchw => base + c * s * s + p,
+                    };
+                    data[at] = (px[order[c]] as f32 - self.mean[c]) * self.inv_std[c];
+                }
+            }
+        }
+        tract_onnx::prelude::Tensor::from_shape(&self.shape(n), &data)
+            .map_err(|e| InputError::Tensor(format!("{e:#}")))
+    }
+}
+
+/// Why crops could not become a network's input.
+#[derive(Debug)]
+pub(crate) enum InputError {
+    /// A crop of another size than the network's.
+    Size {
+        width: u32,
+        height: u32,
+    },
+    Tensor(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::{Colour, Layout};
+
+    #[test]
+    fn crop_input_orders_channels_and_lays_out_by_the_manifest() {
+        // A 2x2 crop: pixel p has channels (10p+1, 10p+2, 10p+3).
+        let img = image::RgbImage::from_fn(2, 2, |x, y| {
+            let p = (y * 2 + x) as u8;
+            image::Rgb([10 * p + 1, 10 * p + 2, 10 * p + 3])
+        });
+        let mut ci = CropInput {
+            size: 2,
+            layout: Layout::Nhwc,
+            colour: Colour::Rgb,
+            mean: [1.0, 2.0, 3.0],
+            inv_std: [0.5, 0.5, 0.5],
+        };
+        let v = |t: tract_onnx::prelude::Tensor| {
+            t.to_plain_array_view::<f32>()
+                .unwrap()
+                .iter()
+                .copied()
+                .collect::<Vec<f32>>()
+        };
+        // NHWC, RGB: (x - mean) / 2, pixel by pixel.
+        let want: Vec<f32> = (0..4).flat_map(|p| [5.0 * p as f32; 3]).collect();
+        assert_eq!(v(ci.tensor(&[&img]).unwrap()), want);
+        // NCHW, BGR: blue plane first.
+        ci.layout = Layout::Nchw;
+        ci.colour = Colour::Bgr;
+        ci.mean = [0.0; 3];
+        let t = ci.tensor(&[&img, &img]).unwrap();
+        assert_eq!(t.shape(), &[2, 3, 2, 2]);
+        let got = v(t);
+        // Blue (10p + 3) halved, then green, then red (10p + 1) halved.
+        assert_eq!(&got[..4], &[1.5, 6.5, 11.5, 16.5]);
+        assert_eq!(&got[4..8], &[1.0, 6.0, 11.0, 16.0]);
+        assert_eq!(&got[8..12], &[0.5, 5.5, 10.5, 15.5]);
+        assert_eq!(&got[12..24], &got[..12]); // the second crop
+        let small = image::RgbImage::new(1, 2);
+        assert!(matches!(
+            ci.tensor(&[&img, &small]),
+            Err(InputError::Size {
+                width: 1,
+                height: 2
+            })
+        ));
+    }
+}
