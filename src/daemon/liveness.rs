@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use crate::engine::Analysis;
-use crate::face::liveness::{judge, place_faces, Geometry, SEARCH_MARGIN};
+use crate::face::liveness::{judge, Geometry, SEARCH_MARGIN};
 use crate::face::track::{self, TrackOptions};
 use crate::protocol::{IrCalibration, LivenessCheck};
 
@@ -148,9 +148,11 @@ fn ir_check(sh: &Shared, a: &Analysis) -> LivenessCheck {
     let act = sh.active();
     let found = sh.inference.run(|| {
         let (input, back) = track::region_input(img, r, side);
-        act.engine.detector.detect_raw(&input).map(|mut faces| {
-            place_faces(&mut faces, 1.0 / back, r.x, r.y);
+        act.engine.detector.detect_raw(&input).map(|faces| {
             faces
+                .into_iter()
+                .map(|f| track::to_frame(f, r, back))
+                .collect::<Vec<_>>()
         })
     });
     let faces = match found {

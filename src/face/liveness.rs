@@ -22,6 +22,7 @@
 use image::RgbImage;
 
 use super::detect::Face;
+use super::track::iou;
 
 /// Where a point of the colour frame is in the IR frame: per axis,
 /// `ir = scale · rgb + offset` (the cameras sit side by side, facing the
@@ -131,38 +132,6 @@ pub enum FitError {
 /// to, this many face sizes wide (geometry error and head movement between
 /// the two captures; a face shifted further overlaps too little to pass).
 pub const SEARCH_MARGIN: f32 = 2.0;
-
-/// Faces found in a copy of a region at `(x, y)` of a frame scaled by
-/// `scale`, in the frame's coordinates.
-pub fn place_faces(faces: &mut [Face], scale: f32, x: u32, y: u32) {
-    let (dx, dy) = (x as f32, y as f32);
-    let back = |v: f32, d: f32| v / scale + d;
-    for f in faces {
-        f.bbox = [
-            back(f.bbox[0], dx),
-            back(f.bbox[1], dy),
-            back(f.bbox[2], dx),
-            back(f.bbox[3], dy),
-        ];
-        for l in &mut f.landmarks {
-            *l = [back(l[0], dx), back(l[1], dy)];
-        }
-    }
-}
-
-/// Intersection over union of two boxes.
-pub fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
-    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = w * h;
-    let area = |r: [f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
-    let union = area(a) + area(b) - inter;
-    if union > 0.0 {
-        inter / union
-    } else {
-        0.0
-    }
-}
 
 /// Brightness statistics of the IR face region (luma, 0–255).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -290,7 +259,7 @@ pub fn judge(
     let want = geometry.map_box(rgb_box);
     let Some((face, overlap)) = ir_faces
         .iter()
-        .map(|f| (f, iou(want, f.bbox)))
+        .map(|f| (f, iou(&want, &f.bbox)))
         .max_by(|a, b| a.1.total_cmp(&b.1))
     else {
         return IrVerdict::NoFace;
@@ -409,31 +378,6 @@ mod tests {
         // Every point at the same height: y cannot be fitted.
         let flat: Vec<_> = (0..12).map(|i| p(i as f32 * 9.0, 50.0)).collect();
         assert_eq!(Geometry::fit(&flat), Err(FitError::Degenerate("y")));
-    }
-
-    #[test]
-    fn faces_found_in_a_scaled_region_return_to_frame_coordinates() {
-        let mut faces = vec![Face {
-            bbox: [1.0, 2.0, 11.0, 12.0],
-            score: 0.9,
-            landmarks: [[3.0, 4.0]; 5],
-        }];
-        place_faces(&mut faces, 1.0, 50, 40);
-        assert_eq!(faces[0].bbox, [51.0, 42.0, 61.0, 52.0]);
-        assert_eq!(faces[0].landmarks[4], [53.0, 44.0]);
-        // Found in a half-size copy: twice the size, then shifted.
-        place_faces(&mut faces, 0.5, 10, 0);
-        assert_eq!(faces[0].bbox, [112.0, 84.0, 132.0, 104.0]);
-        assert_eq!(faces[0].landmarks[0], [116.0, 88.0]);
-    }
-
-    #[test]
-    fn iou_of_boxes() {
-        assert_eq!(iou([0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0]), 1.0);
-        assert_eq!(iou([0.0, 0.0, 10.0, 10.0], [20.0, 0.0, 30.0, 10.0]), 0.0);
-        let half = iou([0.0, 0.0, 10.0, 10.0], [5.0, 0.0, 15.0, 10.0]);
-        assert!((half - 1.0 / 3.0).abs() < 1e-6);
-        assert_eq!(iou([0.0; 4], [0.0; 4]), 0.0);
     }
 
     #[test]

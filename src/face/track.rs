@@ -173,8 +173,9 @@ pub fn region_input(img: &RgbImage, r: Region, side: u32) -> (RgbImage, f32) {
     (canvas, back)
 }
 
-/// `f` from the network input's coordinates to the frame's.
-fn to_frame(mut f: Face, r: Region, back: f32) -> Face {
+/// A face found in `r`'s network input ([`region_input`], `back` = its
+/// scale to frame pixels), in the frame's coordinates.
+pub fn to_frame(mut f: Face, r: Region, back: f32) -> Face {
     for (i, v) in f.bbox.iter_mut().enumerate() {
         *v = *v * back + if i % 2 == 0 { r.x } else { r.y } as f32;
     }
@@ -390,6 +391,32 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn faces_found_in_a_scaled_region_return_to_frame_coordinates() {
+        let f = Face {
+            bbox: [1.0, 2.0, 11.0, 12.0],
+            score: 0.9,
+            landmarks: [[3.0, 4.0]; 5],
+        };
+        let at = |x, y| Region { x, y, w: 1, h: 1 };
+        let f = to_frame(f, at(50, 40), 1.0);
+        assert_eq!(f.bbox, [51.0, 42.0, 61.0, 52.0]);
+        assert_eq!(f.landmarks[4], [53.0, 44.0]);
+        // Found in a half-size copy: twice the size, then shifted.
+        let f = to_frame(f, at(10, 0), 2.0);
+        assert_eq!(f.bbox, [112.0, 84.0, 132.0, 104.0]);
+        assert_eq!(f.landmarks[0], [116.0, 88.0]);
+    }
+
+    #[test]
+    fn iou_of_boxes() {
+        assert_eq!(iou(&[0.0, 0.0, 10.0, 10.0], &[0.0, 0.0, 10.0, 10.0]), 1.0);
+        assert_eq!(iou(&[0.0, 0.0, 10.0, 10.0], &[20.0, 0.0, 30.0, 10.0]), 0.0);
+        let half = iou(&[0.0, 0.0, 10.0, 10.0], &[5.0, 0.0, 15.0, 10.0]);
+        assert!((half - 1.0 / 3.0).abs() < 1e-6);
+        assert_eq!(iou(&[0.0; 4], &[0.0; 4]), 0.0);
+    }
 
     /// Finds white squares on black: each 4-connected-free blob's bounding
     /// box (by rows and columns of white pixels; the tests draw at most two
