@@ -24,8 +24,30 @@ use sign::{SignError, Status, TrustPolicy};
 /// The manifest schema this build reads.
 pub const SCHEMA: u32 = 1;
 
-/// The embedder bundle used when none is named (see docs/PERFORMANCE.md for why).
+/// The pretrained embedder bundle used when none is named and no trained
+/// one is installed (see docs/PERFORMANCE.md for why).
 pub const DEFAULT_EMBEDDER: &str = "mobilefacenet-fp32";
+
+/// The masked-trained embedder `models/build --lfw PATH --train` installs
+/// (docs/TRAINING.md): preferred over [`DEFAULT_EMBEDDER`] when present.
+pub const TRAINED_EMBEDDER: &str = "mobilefacenet-masked";
+
+/// The embedder used when none is named: [`TRAINED_EMBEDDER`] when the
+/// models folder holds it, else [`DEFAULT_EMBEDDER`]. Presence is all that
+/// is checked here; opening it checks its files and signature as for any
+/// bundle, so a broken trained bundle is an error, never a silent fallback.
+pub fn default_embedder(models_dir: &Path) -> &'static str {
+    if models_dir
+        .join("bundles")
+        .join(TRAINED_EMBEDDER)
+        .join("manifest.toml")
+        .exists()
+    {
+        TRAINED_EMBEDDER
+    } else {
+        DEFAULT_EMBEDDER
+    }
+}
 
 /// The detector bundle used when none is named.
 pub const DEFAULT_DETECTOR: &str = "retinaface-mnet025";
@@ -739,6 +761,18 @@ pub fn default_models_dir() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_trained_embedder_is_the_default_only_where_installed() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(default_embedder(d.path()), DEFAULT_EMBEDDER);
+        let t = d.path().join("bundles").join(TRAINED_EMBEDDER);
+        fs::create_dir_all(&t).unwrap();
+        // A folder without a manifest is not a bundle.
+        assert_eq!(default_embedder(d.path()), DEFAULT_EMBEDDER);
+        fs::write(t.join("manifest.toml"), "schema = 1\n").unwrap();
+        assert_eq!(default_embedder(d.path()), TRAINED_EMBEDDER);
+    }
 
     const GOOD: &str = r#"
 schema = 1

@@ -50,8 +50,8 @@ pub(crate) struct BenchTrackArgs {
     pad_max_side: u32,
     /// Also embed the picked face on both paths' landmarks with this
     /// embedder bundle (cosine columns); "none" to skip.
-    #[arg(long, default_value = crate::bundle::DEFAULT_EMBEDDER)]
-    embedder: String,
+    #[arg(long)]
+    embedder: Option<String>,
 }
 
 fn pct(a: usize, b: usize) -> String {
@@ -176,7 +176,8 @@ pub(crate) fn bench_track(models: &Path, a: BenchTrackArgs) -> Result<ExitCode> 
             ..Default::default()
         },
     )?;
-    let recognition = match a.embedder.as_str() {
+    let embedder = super::face::embedder_name(models, &a.embedder);
+    let recognition = match embedder.as_str() {
         "none" => None,
         name => {
             let e = super::face::load_embedder(models, name, 1, 1, Default::default())?;

@@ -96,7 +96,7 @@ pub(crate) struct EvalM2fredArgs {
 
 pub(crate) fn eval_m2fred(models: &Path, a: EvalM2fredArgs) -> Result<ExitCode> {
     let bundles = if a.bundles.is_empty() {
-        vec![bundle::DEFAULT_EMBEDDER.to_string()]
+        vec![bundle::default_embedder(models).to_string()]
     } else {
         a.bundles
     };
@@ -126,9 +126,10 @@ pub(crate) struct EvalLfwArgs {
     /// Report folder (report.md, PNGs, thresholds.toml).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// Embedder bundle to evaluate.
-    #[arg(long, default_value = bundle::DEFAULT_EMBEDDER)]
-    bundle: String,
+    /// Embedder bundle to evaluate (default: the folder's default embedder,
+    /// the trained one when installed).
+    #[arg(long)]
+    bundle: Option<String>,
     /// Detector bundle.
     #[arg(long, default_value = bundle::DEFAULT_DETECTOR)]
     detector: String,
@@ -173,7 +174,7 @@ pub(crate) fn eval_lfw(models: &Path, a: EvalLfwArgs) -> Result<ExitCode> {
         data: a.data,
         out: a.out,
         models: models.to_path_buf(),
-        bundle: a.bundle,
+        bundle: super::face::embedder_name(models, &a.bundle),
         detector: a.detector,
         masks: a.masks,
         compare: a.compare,

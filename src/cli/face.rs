@@ -49,9 +49,10 @@ pub(crate) struct DetectArgs {
 pub(crate) struct AlignArgs {
     #[command(flatten)]
     det: DetectOpts,
-    /// Embedder bundle whose [align] template is used.
-    #[arg(long, default_value = bundle::DEFAULT_EMBEDDER)]
-    bundle: String,
+    /// Embedder bundle whose [align] template is used (default: the
+    /// folder's default embedder, the trained one when installed).
+    #[arg(long)]
+    bundle: Option<String>,
     /// Where to write the aligned crop (PNG).
     #[arg(long, value_name = "OUT.png")]
     out: PathBuf,
@@ -86,9 +87,9 @@ pub(crate) struct EmbedArgs {
     aligned: bool,
     #[command(flatten)]
     det: DetectOpts,
-    /// Embedder bundle to use.
-    #[arg(long, default_value = bundle::DEFAULT_EMBEDDER)]
-    bundle: String,
+    /// Embedder bundle to use (default: the folder's default embedder).
+    #[arg(long)]
+    bundle: Option<String>,
     /// Threads for tract's matrix products.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -108,9 +109,9 @@ pub(crate) struct CompareArgs {
     /// The images are aligned face crops (required until detection lands).
     #[arg(long, required = true)]
     aligned: bool,
-    /// Embedder bundle to use.
-    #[arg(long, default_value = bundle::DEFAULT_EMBEDDER)]
-    bundle: String,
+    /// Embedder bundle to use (default: the folder's default embedder).
+    #[arg(long)]
+    bundle: Option<String>,
     /// Aligned face crops (at least two).
     #[arg(required = true, num_args = 2.., value_name = "IMAGE")]
     images: Vec<PathBuf>,
@@ -163,14 +164,20 @@ pub(crate) fn align_section(models: &Path, bundle_name: &str) -> Result<AlignSec
 }
 
 pub(crate) fn embed(models: &Path, a: EmbedArgs) -> Result<ExitCode> {
-    let embedder = load_embedder(models, &a.bundle, a.threads, a.batch, a.precision)?;
+    let embedder = load_embedder(
+        models,
+        &embedder_name(models, &a.bundle),
+        a.threads,
+        a.batch,
+        a.precision,
+    )?;
     let size = embedder.crop_size();
     let front = if a.aligned {
         None
     } else {
         Some((
             load_detector(models, &a.det)?,
-            align_section(models, &a.bundle)?,
+            align_section(models, &embedder_name(models, &a.bundle))?,
         ))
     };
     let stdout = std::io::stdout();
@@ -243,7 +250,13 @@ pub(crate) fn embed(models: &Path, a: EmbedArgs) -> Result<ExitCode> {
 }
 
 pub(crate) fn compare(models: &Path, a: CompareArgs) -> Result<ExitCode> {
-    let embedder = load_embedder(models, &a.bundle, 1, 8, Precision::F32)?;
+    let embedder = load_embedder(
+        models,
+        &embedder_name(models, &a.bundle),
+        1,
+        8,
+        Precision::F32,
+    )?;
     let mut crops = Vec::new();
     for p in &a.images {
         let img = imageio::load_rgb(p)?;
@@ -342,7 +355,7 @@ pub(crate) fn detect(models: &Path, a: DetectArgs) -> Result<ExitCode> {
 
 pub(crate) fn align_cmd(models: &Path, a: AlignArgs) -> Result<ExitCode> {
     let det = load_detector(models, &a.det)?;
-    let cfg = align_section(models, &a.bundle)?;
+    let cfg = align_section(models, &embedder_name(models, &a.bundle))?;
     let img = imageio::load_rgb(&a.image)?;
     let Some((face, crop)) = largest_face_crop(&det, &img, &cfg)? else {
         bail!("{}: no face", a.image.display());
@@ -370,4 +383,12 @@ pub(crate) fn mask_cmd(models: &Path, a: MaskArgs) -> Result<ExitCode> {
     img.save(&a.out)
         .with_context(|| format!("writing {}", a.out.display()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--bundle`, else the models folder's default embedder (the trained one
+/// when installed; `bundle::default_embedder`).
+pub(crate) fn embedder_name(models: &Path, named: &Option<String>) -> String {
+    named
+        .clone()
+        .unwrap_or_else(|| bundle::default_embedder(models).to_string())
 }

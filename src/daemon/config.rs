@@ -71,7 +71,10 @@ pub struct Daemon {
 pub struct Models {
     /// Folder holding bundles/ (None: $FACEGATE_MODELS, ./models/out, /usr/lib/facegate/models).
     pub dir: Option<PathBuf>,
-    pub embedder: String,
+    /// Embedder bundle (None: `bundle::default_embedder` of that folder —
+    /// the masked-trained `mobilefacenet-masked` when installed, else the
+    /// pretrained `mobilefacenet-fp32`).
+    pub embedder: Option<String>,
     pub detector: String,
     pub threads: usize,
     /// Frames whose longer side exceeds this are downscaled before detection
@@ -102,6 +105,21 @@ pub struct Models {
 }
 
 impl Models {
+    /// The models folder: `dir`, else `bundle::default_models_dir`.
+    pub fn folder(&self) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(crate::bundle::default_models_dir)
+    }
+
+    /// The embedder bundle's name: `embedder`, else the folder's default.
+    pub fn embedder_name(&self) -> String {
+        match &self.embedder {
+            Some(e) => e.clone(),
+            None => crate::bundle::default_embedder(&self.folder()).to_string(),
+        }
+    }
+
     /// The signature policy bundles are opened with.
     pub fn trust_policy(&self) -> Result<TrustPolicy, ConfigError> {
         let mut keys = Vec::with_capacity(self.trusted_keys.len());
@@ -336,7 +354,7 @@ impl Default for Models {
     fn default() -> Self {
         Models {
             dir: None,
-            embedder: crate::bundle::DEFAULT_EMBEDDER.into(),
+            embedder: None,
             detector: crate::bundle::DEFAULT_DETECTOR.into(),
             threads: 1,
             detect_max_side: 1280,
@@ -581,6 +599,18 @@ mod tests {
         assert_eq!(c.decision.min_frames, 2);
         assert_eq!(c.lockout.free_failures, 3);
         assert!(c.thresholds.unmasked.is_none());
+        assert!(c.models.embedder.is_none(), "the folder's default embedder");
+        let d = tempfile::tempdir().unwrap();
+        let mut m = c.models.clone();
+        m.dir = Some(d.path().to_path_buf());
+        assert_eq!(m.embedder_name(), crate::bundle::DEFAULT_EMBEDDER);
+        let t = d
+            .path()
+            .join("bundles")
+            .join(crate::bundle::TRAINED_EMBEDDER);
+        std::fs::create_dir_all(&t).unwrap();
+        std::fs::write(t.join("manifest.toml"), "").unwrap();
+        assert_eq!(m.embedder_name(), crate::bundle::TRAINED_EMBEDDER);
     }
 
     #[test]
@@ -631,6 +661,7 @@ synthetic_masks = ["surgical"]
         assert_eq!(c.camera.kind, SourceKind::Replay);
         assert_eq!(c.camera.v4l2().unwrap().format, PixelFormat::Yuyv);
         assert_eq!(c.thresholds.masked, Some(0.5));
+        assert_eq!(c.models.embedder_name(), "facenet-fp32");
         assert_eq!(c.models.threads, 2);
         assert_eq!(c.models.detect_max_side, 320);
         assert!(c.models.amx);

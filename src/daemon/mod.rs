@@ -303,7 +303,7 @@ pub type SignedBundle = (Bundle, bundle::sign::Status);
 /// `allow_unsigned`) is a warning.
 pub fn open_bundles(cfg: &Config) -> Result<(SignedBundle, SignedBundle), DaemonError> {
     let det = open_signed(cfg, "detector", &cfg.models.detector, Kind::Detector)?;
-    let emb = open_signed(cfg, "embedder", &cfg.models.embedder, Kind::Embedder)?;
+    let emb = open_signed(cfg, "embedder", &cfg.models.embedder_name(), Kind::Embedder)?;
     Ok((det, emb))
 }
 
@@ -323,11 +323,7 @@ fn open_signed(
     name: &str,
     kind: Kind,
 ) -> Result<SignedBundle, DaemonError> {
-    let dir = cfg
-        .models
-        .dir
-        .clone()
-        .unwrap_or_else(bundle::default_models_dir);
+    let dir = cfg.models.folder();
     let policy = cfg.models.trust_policy()?;
     let (b, st) = Bundle::open_named_trusted(&dir, name, &policy)
         .map_err(|e| DaemonError::Models(format!("{role}: {e}")))?;
