@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use facegate::bundle::{default_models_dir, AlignSection, Bundle};
 use facegate::eval::extract::FRONTAL_TEMPLATES;
-use facegate::eval::lfw::Pair;
+use facegate::eval::lfw::{images_of, Pair};
 use facegate::face::align::align;
 use facegate::face::detect::{Detector, DetectorOptions, Face, TractDetector};
 use facegate::face::embed::{Embedder, EmbedderOptions, TractEmbedder};
@@ -231,12 +231,7 @@ fn templates_cmd(lfw: &Path, cands: &[String]) -> Result<()> {
         .into_iter()
         .filter(|p| p.fold < folds)
         .collect();
-    let mut images: Vec<String> = pairs
-        .iter()
-        .flat_map(|p| [p.a.clone(), p.b.clone()])
-        .collect();
-    images.sort();
-    images.dedup();
+    let images = images_of(&pairs);
     eprintln!(
         "{} pairs in {folds} folds, {} images",
         pairs.len(),
@@ -292,12 +287,7 @@ fn templates_cmd(lfw: &Path, cands: &[String]) -> Result<()> {
 
 fn presence_cmd(lfw: &Path, masks: &Path, n: usize) -> Result<()> {
     let pairs = read_pairs(lfw)?;
-    let mut images: Vec<String> = pairs
-        .iter()
-        .flat_map(|p| [p.a.clone(), p.b.clone()])
-        .collect();
-    images.sort();
-    images.dedup();
+    let images = images_of(&pairs);
     // A spread-out deterministic subset.
     let step = (images.len() / n.max(1)).max(1);
     let subset: Vec<String> = images.iter().step_by(step).take(n).cloned().collect();

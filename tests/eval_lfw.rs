@@ -9,12 +9,14 @@
 //! fresh temporary cache unless FACEGATE_EVAL_CACHE names one.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
 use facegate::bundle::{default_models_dir, DEFAULT_DETECTOR, DEFAULT_EMBEDDER};
-use facegate::eval::extract::{Front, Model, Renderer};
-use facegate::eval::lfw::Lfw;
+use facegate::eval::extract::{Model, Renderer};
+use facegate::eval::lfw::{images_of, Lfw};
 use facegate::eval::report::pair_scores;
 use facegate::eval::stats::{accuracy, best_threshold, eer};
 
@@ -30,50 +32,18 @@ const CEIL_MU_EER: f64 = 0.085;
 
 #[test]
 fn lfw_one_fold_accuracy_floors() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let lfw_dir = std::env::var_os("FACEGATE_LFW")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("../shared/data/lfw"));
-    if !lfw_dir.join("pairs.txt").is_file() || !lfw_dir.join("deepfunneled").is_dir() {
-        eprintln!(
-            "SKIPPED lfw_one_fold_accuracy_floors: no LFW copy at {} (pairs.txt + deepfunneled/); set FACEGATE_LFW",
-            lfw_dir.display()
-        );
+    let Some((lfw_dir, models)) =
+        common::lfw_and_models("lfw_one_fold_accuracy_floors", DEFAULT_EMBEDDER)
+    else {
         return;
-    }
-    let models = std::env::var_os("FACEGATE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let local = root.join("models/out");
-            if local.join("bundles").is_dir() {
-                local
-            } else {
-                default_models_dir()
-            }
-        });
-    if !models.join("bundles").join(DEFAULT_EMBEDDER).is_dir() {
-        eprintln!(
-            "SKIPPED lfw_one_fold_accuracy_floors: no bundle {DEFAULT_EMBEDDER} under {} (run models/build or set FACEGATE_MODELS)",
-            models.display()
-        );
-        return;
-    }
+    };
     let t0 = Instant::now();
     let lfw = Lfw::open(&lfw_dir).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let cache = std::env::var_os("FACEGATE_EVAL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| tmp.path().to_path_buf());
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let front = Front::new(&lfw, &models, DEFAULT_DETECTOR, &cache, threads, None).unwrap();
+    let front = common::lfw_front(&lfw, &models, tmp.path());
     let model = Model::load(&models, DEFAULT_EMBEDDER).unwrap();
     let pairs: Vec<_> = lfw.pairs.iter().filter(|p| p.fold == 0).cloned().collect();
-    let mut images: Vec<String> = pairs
-        .iter()
-        .flat_map(|p| [p.a.clone(), p.b.clone()])
-        .collect();
-    images.sort();
-    images.dedup();
+    let images = images_of(&pairs);
     let u = front.extract(&model, &Renderer::Unmasked, &images).unwrap();
     let probes: Vec<String> = {
         let mut v: Vec<String> = pairs.iter().map(|p| p.b.clone()).collect();
@@ -204,25 +174,11 @@ fn installed_manifest_carries_the_calibrated_thresholds() {
 /// cache unless FACEGATE_EVAL_CACHE names one (cold: a few minutes).
 #[test]
 fn lfw_report_has_the_mask_presence_section() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let lfw_dir = std::env::var_os("FACEGATE_LFW")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("../shared/data/lfw"));
-    if !lfw_dir.join("pairs.txt").is_file() || !lfw_dir.join("deepfunneled").is_dir() {
-        eprintln!(
-            "SKIPPED lfw_report_has_the_mask_presence_section: no LFW copy; set FACEGATE_LFW"
-        );
+    let Some((lfw_dir, models)) =
+        common::lfw_and_models("lfw_report_has_the_mask_presence_section", DEFAULT_EMBEDDER)
+    else {
         return;
-    }
-    let models = std::env::var_os("FACEGATE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("models/out"));
-    if !models.join("bundles").join(DEFAULT_EMBEDDER).is_dir() {
-        eprintln!(
-            "SKIPPED lfw_report_has_the_mask_presence_section: no bundles; set FACEGATE_MODELS"
-        );
-        return;
-    }
+    };
     let manifest = facegate::bundle::Bundle::open_named(&models, DEFAULT_EMBEDDER)
         .unwrap()
         .manifest;

@@ -13,12 +13,13 @@
 //! floors of tests/eval_lfw.rs only.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: failing loudly is the point
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::Instant;
 
-use facegate::bundle::{Bundle, DEFAULT_DETECTOR, DEFAULT_EMBEDDER, TRAINED_EMBEDDER};
+use facegate::bundle::{Bundle, DEFAULT_EMBEDDER, TRAINED_EMBEDDER};
 use facegate::eval::extract::{Front, Model, Renderer};
-use facegate::eval::lfw::Lfw;
+use facegate::eval::lfw::{images_of, Lfw, Pair};
 use facegate::eval::report::{all_pairs, pair_scores};
 use facegate::eval::stats::{accuracy, best_threshold, eer, tar_at_far};
 
@@ -35,13 +36,8 @@ const FLOOR_MU_TAR: f64 = 0.70;
 /// Periocular M-U on `pairs`: (10-fold-style accuracy at the fold's best
 /// threshold, pair EER, TAR at FAR 1e-3 over every pair among the fold's
 /// images — the tail the daemon works in).
-fn mu(pairs: &[facegate::eval::lfw::Pair], front: &Front, model: &Model) -> (f64, f64, f64) {
-    let mut images: Vec<String> = pairs
-        .iter()
-        .flat_map(|p| [p.a.clone(), p.b.clone()])
-        .collect();
-    images.sort();
-    images.dedup();
+fn mu(pairs: &[Pair], front: &Front, model: &Model) -> (f64, f64, f64) {
+    let images = images_of(pairs);
     let u = front.extract(model, &Renderer::Unmasked, &images).unwrap();
     let m = front
         .extract(model, &Renderer::Procedural, &images)
@@ -60,24 +56,11 @@ fn mu(pairs: &[facegate::eval::lfw::Pair], front: &Front, model: &Model) -> (f64
 
 #[test]
 fn trained_default_on_a_fold_it_never_saw() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let lfw_dir = std::env::var_os("FACEGATE_LFW")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("../shared/data/lfw"));
-    let models = std::env::var_os("FACEGATE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("models/out"));
-    if !lfw_dir.join("pairs.txt").is_file() {
-        eprintln!("SKIPPED trained_default_on_a_fold_it_never_saw: no LFW; set FACEGATE_LFW");
+    let Some((lfw_dir, models)) =
+        common::lfw_and_models("trained_default_on_a_fold_it_never_saw", TRAINED_EMBEDDER)
+    else {
         return;
-    }
-    if !models.join("bundles").join(TRAINED_EMBEDDER).is_dir() {
-        eprintln!(
-            "SKIPPED trained_default_on_a_fold_it_never_saw: no {TRAINED_EMBEDDER} under {} (models/build --lfw PATH --train)",
-            models.display()
-        );
-        return;
-    }
+    };
     let t0 = Instant::now();
     let trained = Bundle::open_named(&models, TRAINED_EMBEDDER).unwrap();
     let prov = &trained.manifest.provenance;
@@ -102,7 +85,7 @@ fn trained_default_on_a_fold_it_never_saw() {
         .expect("the shipped bundle is calibrated for periocular comparison");
 
     let lfw = Lfw::open(&lfw_dir).unwrap();
-    let pairs: Vec<_> = lfw
+    let pairs: Vec<Pair> = lfw
         .pairs
         .iter()
         .filter(|p| p.fold == fold)
@@ -110,53 +93,24 @@ fn trained_default_on_a_fold_it_never_saw() {
         .collect();
     assert_eq!(pairs.len(), 600);
     let tmp = tempfile::tempdir().unwrap();
-    let cache = std::env::var_os("FACEGATE_EVAL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| tmp.path().to_path_buf());
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let front = Front::new(&lfw, &models, DEFAULT_DETECTOR, &cache, threads, None).unwrap();
+    let front = common::lfw_front(&lfw, &models, tmp.path());
 
+    // [trained, pretrained]: whole-face pair scores and periocular M-U.
+    let images = images_of(&pairs);
+    let mut whole = Vec::new();
+    let mut peri = Vec::new();
+    for name in [TRAINED_EMBEDDER, DEFAULT_EMBEDDER] {
+        let model = Model::load(&models, name).unwrap();
+        let u = front.extract(&model, &Renderer::Unmasked, &images).unwrap();
+        whole.push(pair_scores(&pairs, &u, &u));
+        peri.push(mu(&pairs, &front, &model.with_periocular(cut)));
+    }
     // Whole faces: the trained bundle's model.onnx is the pretrained one.
-    let mut images: Vec<String> = pairs
-        .iter()
-        .flat_map(|p| [p.a.clone(), p.b.clone()])
-        .collect();
-    images.sort();
-    images.dedup();
-    let whole_t = front
-        .extract(
-            &Model::load(&models, TRAINED_EMBEDDER).unwrap(),
-            &Renderer::Unmasked,
-            &images,
-        )
-        .unwrap();
-    let whole_p = front
-        .extract(
-            &Model::load(&models, DEFAULT_EMBEDDER).unwrap(),
-            &Renderer::Unmasked,
-            &images,
-        )
-        .unwrap();
     assert_eq!(
-        pair_scores(&pairs, &whole_t, &whole_t),
-        pair_scores(&pairs, &whole_p, &whole_p),
+        whole[0], whole[1],
         "whole-face scores differ from the pretrained bundle's"
     );
-
-    let (acc_t, eer_t, tar_t) = mu(
-        &pairs,
-        &front,
-        &Model::load(&models, TRAINED_EMBEDDER)
-            .unwrap()
-            .with_periocular(cut),
-    );
-    let (acc_p, eer_p, tar_p) = mu(
-        &pairs,
-        &front,
-        &Model::load(&models, DEFAULT_EMBEDDER)
-            .unwrap()
-            .with_periocular(cut),
-    );
+    let [(acc_t, eer_t, tar_t), (acc_p, eer_p, tar_p)] = [peri[0], peri[1]];
     eprintln!(
         "fold {} (held out of {split}), periocular M-U procedural: trained accuracy {:.2} % EER {:.2} % TAR@1e-3 {:.2} %, pretrained {:.2} % / {:.2} % / {:.2} % ({:.0} s)",
         fold + 1,

@@ -140,14 +140,7 @@ impl Lfw {
 
     /// The distinct images of the pairs, sorted.
     pub fn pair_images(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .pairs
-            .iter()
-            .flat_map(|p| [p.a.clone(), p.b.clone()])
-            .collect();
-        v.sort();
-        v.dedup();
-        v
+        images_of(&self.pairs)
     }
 
     /// People that appear in no pair: data the reported pair figures never
@@ -168,6 +161,17 @@ impl Lfw {
 
 /// Parse a fold list as written on the command line, 1-based: `1-5`,
 /// `6-10`, `1,3,5-7`. Returns 0-based fold indices, sorted, deduplicated.
+/// The distinct images of `pairs`, sorted.
+pub fn images_of(pairs: &[Pair]) -> Vec<String> {
+    let mut v: Vec<String> = pairs
+        .iter()
+        .flat_map(|p| [p.a.clone(), p.b.clone()])
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
 pub fn parse_folds(spec: &str) -> Result<Vec<usize>, String> {
     let mut out = Vec::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {

@@ -21,6 +21,64 @@ pub fn models_dir() -> PathBuf {
     dir
 }
 
+/// LFW (FACEGATE_LFW, else ../shared/data/lfw beside the repository) and
+/// the models folder (FACEGATE_MODELS, else models/out, else the default
+/// location) holding `bundle`, for the tests that need both; None, with a
+/// line saying why `test` was skipped, when either is missing.
+pub fn lfw_and_models(test: &str, bundle: &str) -> Option<(PathBuf, PathBuf)> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let lfw = std::env::var_os("FACEGATE_LFW")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("../shared/data/lfw"));
+    if !lfw.join("pairs.txt").is_file() || !lfw.join("deepfunneled").is_dir() {
+        eprintln!(
+            "SKIPPED {test}: no LFW copy at {} (pairs.txt + deepfunneled/); set FACEGATE_LFW",
+            lfw.display()
+        );
+        return None;
+    }
+    let models = std::env::var_os("FACEGATE_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let local = root.join("models/out");
+            if local.join("bundles").is_dir() {
+                local
+            } else {
+                facegate::bundle::default_models_dir()
+            }
+        });
+    if !models.join("bundles").join(bundle).is_dir() {
+        eprintln!(
+            "SKIPPED {test}: no bundle {bundle} under {} (models/build; set FACEGATE_MODELS)",
+            models.display()
+        );
+        return None;
+    }
+    Some((lfw, models))
+}
+
+/// The evaluation front end of the LFW tests: the default detector, every
+/// core, embeddings cached in FACEGATE_EVAL_CACHE or else in `tmp`.
+pub fn lfw_front<'a>(
+    lfw: &'a facegate::eval::lfw::Lfw,
+    models: &std::path::Path,
+    tmp: &std::path::Path,
+) -> facegate::eval::extract::Front<'a> {
+    let cache = std::env::var_os("FACEGATE_EVAL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tmp.to_path_buf());
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    facegate::eval::extract::Front::new(
+        lfw,
+        models,
+        facegate::bundle::DEFAULT_DETECTOR,
+        &cache,
+        threads,
+        None,
+    )
+    .unwrap()
+}
+
 #[derive(Deserialize)]
 pub struct Reference {
     pub photos: Vec<Photo>,
