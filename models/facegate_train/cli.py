@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backbone as bbm
-from . import bundle, crops, eum, graph, plot, run_distil, split
+from . import bundle, crops, eum, graph, plot, run_distil, run_seed, split
 
 HERE = Path(__file__).resolve().parents[1]   # models/
 REPO = HERE.parent
@@ -53,6 +53,14 @@ def quantise_like_default(fp32: Path, out: Path, bb: bbm.Backbone, calib: np.nda
     return v.description
 
 
+# Per-method defaults of the shared options (the seed recipe's are the report's).
+METHOD_DEFAULTS = {
+    "eum": {"epochs": 30, "lr": 1e-3, "margin": 2.0},
+    "distil": {"epochs": 30, "lr": 1e-3, "margin": 2.0},
+    "seed": {"epochs": 25, "lr": 0.01, "margin": 0.5},
+}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lfw", type=Path, required=True, help="LFW folder (deepfunneled/, pairs.txt)")
@@ -66,9 +74,10 @@ def main(argv=None) -> int:
                          "(<family>-<this>); 'none' to skip")
     ap.add_argument("--splits", default="1-5,6-10",
                     help="evaluated folds of each model, ';'-free list of ranges: 1-5,6-10")
-    ap.add_argument("--method", default="eum", choices=["eum", "distil"],
+    ap.add_argument("--method", default="eum", choices=["eum", "distil", "seed"],
                     help="eum: embedding-unmasking adapter (method c); distil: the tail fine-tuned "
-                         "on periocular crops (methods b+e, run_distil.py)")
+                         "on periocular crops (methods b+e, run_distil.py); seed: the seed report's "
+                         "triplet recipe on FaceNet (method a, run_seed.py)")
     ap.add_argument("--cut", type=float, default=0.5, help="(distil) periocular cut, IOD below the eyes")
     ap.add_argument("--whole", type=float, default=0.0,
                     help="(distil) weight of whole-face masked -> teacher whole unmasked")
@@ -89,9 +98,10 @@ def main(argv=None) -> int:
     ap.add_argument("--max-per-person", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--margin", type=float, default=2.0)
+    ap.add_argument("--epochs", type=int, default=None, help="default: 30 (seed: 25)")
+    ap.add_argument("--lr", type=float, default=None, help="default: 1e-3 (seed: 0.01)")
+    ap.add_argument("--margin", type=float, default=None,
+                    help="triplet margin; default: 2.0 (eum, squared distances), 0.5 (seed)")
     ap.add_argument("--keep", type=float, default=1.0)
     ap.add_argument("--key", type=Path, default=None,
                     help="signing key for the trained bundles (docs/SIGNING.md; default "
@@ -99,6 +109,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-sign", action="store_true", help="leave the trained bundles unsigned")
     ap.add_argument("--limit-people", type=int, default=0, help="(tests) use only the first N training people")
     a = ap.parse_args(argv)
+    for k, v in METHOD_DEFAULTS[a.method].items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
     # The signing key first: a bad key fails now, not after the training.
     key = None
     if not a.no_sign:
@@ -138,9 +151,10 @@ def main(argv=None) -> int:
 
     pid = {p: k for k, p in enumerate(sorted(people))}
     iid = {i: k for k, i in enumerate(images)}
-    if a.method == "distil":
+    if a.method in ("distil", "seed"):
         a.repo = REPO
-        made = run_distil.run(a, splits, bb, c, pid, iid, key, log, timings)
+        runner = run_distil if a.method == "distil" else run_seed
+        made = runner.run(a, splits, bb, c, pid, iid, key, log, timings)
         bundle.link_support(a.out, a.models, ["retinaface-mnet025", a.backbone])
         (a.out / "timings.json").write_text(json.dumps(timings, indent=1))
         log("wall seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))

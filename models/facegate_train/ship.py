@@ -130,6 +130,29 @@ def install(stored: Path, models: Path, backbone: dict) -> Path:
     return dest
 
 
+def add_reference(models: Path, name: str, backbone: dict, doc: dict) -> int:
+    """Give bundle `name` the backbone's onnxruntime reference embeddings in
+    `models`/reference/reference.json (tests/embed_parity.rs checks every
+    embedder bundle against them): its model.onnx is the backbone's, so they
+    are its reference too. Returns the number of crops."""
+    if doc["model"]["sha256"] != backbone["model"]["sha256"]:
+        raise ShipError(f"{name}: model.onnx is not {backbone['name']}'s: no reference to share")
+    path = models / "reference" / "reference.json"
+    ref = json.loads(path.read_text())
+    n = 0
+    for crop in ref.get("crops", []):
+        e = crop.get("embeddings", {})
+        if backbone["name"] in e:
+            e[name] = e[backbone["name"]]
+            n += 1
+    if not n:
+        raise ShipError(f"{path}: no reference embeddings of {backbone['name']}")
+    tmp = path.with_suffix(".part")
+    tmp.write_text(json.dumps(ref, indent=1))
+    os.replace(tmp, path)
+    return n
+
+
 def facegate_binary() -> Path:
     if os.environ.get("FACEGATE_BIN"):
         return Path(os.environ["FACEGATE_BIN"])
@@ -211,7 +234,8 @@ def main(argv=None) -> int:
             log(f"training {TRAINED} (key {key}); a first run takes 30-40 min on 2 cores")
             build(a, store)
         dest = install(store, a.models, backbone)
-        log(f"installed {dest}")
+        n = add_reference(a.models, TRAINED, backbone, tomllib.loads((dest / "manifest.toml").read_text()))
+        log(f"installed {dest} (reference embeddings of {n} crops: {BACKBONE}'s, the same model.onnx)")
     except (ShipError, calibrate.CalibrationError, OSError, KeyError, tomllib.TOMLDecodeError,
             subprocess.CalledProcessError) as e:
         print(f"ship: {e}", file=sys.stderr)

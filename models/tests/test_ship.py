@@ -103,6 +103,29 @@ class Install(unittest.TestCase):
                 ship.install(d, d / "models", backbone())
 
 
+class Reference(unittest.TestCase):
+    def test_the_backbones_reference_embeddings_are_shared(self):
+        import json
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d)
+            (d / "reference").mkdir()
+            ref = {"crops": [{"file": "a.png", "size": "112", "embeddings": {"mfn-fp32": [0.6, 0.8]}},
+                             {"file": "b.png", "size": "160", "embeddings": {"facenet-fp32": [1.0, 0.0]}}]}
+            (d / "reference" / "reference.json").write_text(json.dumps(ref))
+            doc = ship.finish(trained(), backbone(), tables())
+            self.assertEqual(ship.add_reference(d, ship.TRAINED, backbone(), doc), 1)
+            got = json.loads((d / "reference" / "reference.json").read_text())["crops"]
+            self.assertEqual(got[0]["embeddings"][ship.TRAINED], [0.6, 0.8])
+            self.assertNotIn(ship.TRAINED, got[1]["embeddings"])
+
+    def test_another_model_gets_no_borrowed_reference(self):
+        with tempfile.TemporaryDirectory() as d:
+            doc = trained()
+            doc["model"] = dict(doc["model"], sha256="9" * 64)
+            with self.assertRaises(ship.ShipError):
+                ship.add_reference(Path(d), ship.TRAINED, backbone(), doc)
+
+
 class Key(unittest.TestCase):
     def test_the_key_follows_backbone_thresholds_data_and_options(self):
         bb, det = backbone(), {"model": {"sha256": "f" * 64}}
